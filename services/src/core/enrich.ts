@@ -1,0 +1,104 @@
+import type { EventGridEvent } from "@azure/functions";
+import { analysisCompletedSchema } from "@connector/shared/messages";
+import { InvalidInputError } from "@connector/shared/incident-trigger";
+import { buildIndicator, type IocType } from "@connector/shared/clients/stix";
+import type { CoreDeps, SandboxIoc } from "./ports.ts";
+import { resultComment } from "./comments.ts";
+import { commentIds } from "./intake.ts";
+import { failJob, now } from "./job-outcomes.ts";
+
+const stixTypes: ReadonlySet<string> = new Set<IocType>(["sha256", "sha1", "md5", "url", "domain", "ip"]);
+const maxPerUpload = 100;
+
+export function verdictLabel(threatLevelText: string): string {
+  return `ANY.RUN: ${threatLevelText}`;
+}
+
+export interface EnrichResult {
+  outcome: "enriched" | "failed" | "skipped";
+  labels?: string[];
+  indicators?: number;
+  rejectedIndicators?: number;
+}
+
+/**
+ * Enrichment, on "analysis completed": one result comment (verdict, score, task link, IoC table),
+ * the sandbox tags merged into the incident labels, and the malicious and suspicious IoCs uploaded
+ * to Sentinel TI as STIX indicators. A clean verdict uploads nothing.
+ */
+export async function handleAnalysisCompleted(event: Pick<EventGridEvent, "data" | "id">, deps: CoreDeps): Promise<EnrichResult> {
+  const parsed = analysisCompletedSchema.safeParse(event.data);
+  if (!parsed.success) throw new InvalidInputError(`Not an analysis-completed event: ${parsed.error.issues[0]?.message}`);
+  const data = parsed.data;
+  const log = deps.logger.child({ incidentId: data.incident.incidentId, artifactId: data.artifactId, taskId: data.taskId });
+  const job = await deps.jobs.get(data.incident.incidentId, data.artifactId);
+  if (!job) throw new InvalidInputError(`No job recorded for ${data.incident.incidentId}/${data.artifactId}`);
+  if (job.status === "enriched" || job.status === "failed") {
+    log.info("incident already enriched for this artifact; duplicate event ignored");
+    return { outcome: "skipped" };
+  }
+
+  if (data.outcome !== "done") {
+    const reason = data.outcome === "failed" ? "The sandbox reported the task as failed." : "The sandbox task did not finish before the connector's deadline.";
+    await failJob(deps, { ...job, taskUrl: job.taskUrl ?? deps.sandbox.taskUrl(data.taskId) }, reason);
+    return { outcome: "failed" };
+  }
+
+  const report = await deps.sandbox.getReport(data.taskId);
+  if (!report.final || !report.verdict) throw new Error(`Report of task ${data.taskId} is not final; no verdict is read from an unfinished task`);
+  const verdict = report.verdict;
+  const iocs = await deps.sandbox.getIocs(data.taskId);
+  const env = job.sandboxEnvironment;
+
+  await deps.incidents.putComment(
+    job.incident,
+    commentIds.result(job.incidentId, job.artifactId),
+    resultComment({
+      artifact: job.artifact,
+      taskUrl: report.taskUrl,
+      verdict,
+      tags: report.tags,
+      iocs,
+      ...(env ? { sandboxEnvironment: `${env["env_os"]} ${env["env_version"]} ${env["env_bitness"]}-bit` } : {}),
+    }),
+  );
+
+  const labels = [verdictLabel(verdict.threatLevelText), ...report.tags];
+  await deps.incidents.addLabels(job.incident, labels);
+
+  let uploaded = 0;
+  let rejected = 0;
+  if (verdict.threatLevel > 0) {
+    const indicators = toIndicators(iocs, report.taskUrl, report.tags, now(deps), deps.settings.tiValidDays);
+    for (let i = 0; i < indicators.length; i += maxPerUpload) {
+      const result = await deps.threatIntel.uploadStixObjects(job.incident.workspaceId, indicators.slice(i, i + maxPerUpload));
+      uploaded += result.accepted;
+      rejected += result.errors.length;
+    }
+    if (rejected > 0) log.warn("threat intelligence upload rejected some indicators", { rejected, accepted: uploaded });
+  }
+
+  await deps.jobs.update(job.incidentId, job.artifactId, { status: "enriched", verdict });
+  log.info("incident enriched", { verdict: verdict.threatLevelText, score: verdict.score, labels: labels.length, indicators: uploaded });
+  return { outcome: "enriched", labels, indicators: uploaded, rejectedIndicators: rejected };
+}
+
+/** Malicious and suspicious IoCs as STIX indicators, one per distinct value. */
+export function toIndicators(iocs: readonly SandboxIoc[], taskUrl: string, tags: readonly string[], at: Date, validDays: number): Record<string, unknown>[] {
+  const byId = new Map<string, Record<string, unknown>>();
+  for (const ioc of iocs) {
+    if (ioc.reputation !== 1 && ioc.reputation !== 2) continue;
+    if (!stixTypes.has(ioc.type)) continue;
+    const indicator = buildIndicator({
+      type: ioc.type as IocType,
+      value: ioc.value,
+      reputation: ioc.reputation,
+      taskUrl,
+      labels: ["ANY.RUN", ...tags],
+      now: at,
+      validDays,
+    });
+    if (indicator) byId.set(indicator.id, indicator as unknown as Record<string, unknown>);
+  }
+  return [...byId.values()];
+}

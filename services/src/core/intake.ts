@@ -1,0 +1,92 @@
+import { parseIncidentTrigger, sentinelEntitySchema, type SentinelEntity } from "@connector/shared/incident-trigger";
+import type { IncidentRef } from "@connector/shared/messages";
+import type { JobStore } from "@connector/shared/job-store";
+import type { Logger } from "@connector/shared/logger";
+import { uuidV5 } from "@connector/shared/ids";
+import type { Bus } from "@connector/shared/bus";
+import { extractArtifacts } from "./extract-artifacts.ts";
+import { noArtifactsComment, startedComment } from "./comments.ts";
+
+export interface IntakeDeps {
+  jobs: JobStore;
+  bus: Pick<Bus, "sendArtifactCommand">;
+  sentinel: {
+    listEntities(ref: IncidentRef): Promise<readonly unknown[]>;
+    putComment(ref: IncidentRef, commentId: string, message: string): Promise<unknown>;
+  };
+  logger: Logger;
+}
+
+export interface IntakeResult {
+  incidentId: string;
+  published: string[];
+  notCollectable: string[];
+  alreadyKnown: string[];
+  entitiesFrom: "trigger" | "api";
+}
+
+/** Deterministic comment ids: a redelivered message updates the same comment. */
+export const commentIds = {
+  started: (incidentId: string) => uuidV5(`${incidentId}:started`),
+  result: (incidentId: string, artifactId: string) => uuidV5(`${incidentId}:${artifactId}:result`),
+  failure: (incidentId: string, artifactId: string) => uuidV5(`${incidentId}:${artifactId}:failure`),
+};
+
+/**
+ * Intake: validates the trigger body, turns the incident's entities into artifacts, records one
+ * job per artifact and publishes one command per URL or file. Redelivery is harmless: a job that
+ * already moved past "queued" is not published again, and the started comment has a fixed id.
+ */
+export async function handleIncidentTrigger(body: unknown, deps: IntakeDeps): Promise<IntakeResult> {
+  const trigger = parseIncidentTrigger(body);
+  const { incident } = trigger;
+  const log = deps.logger.child({ incidentId: incident.incidentId, incidentNumber: incident.incidentNumber });
+
+  let extraction = extractArtifacts(trigger.entities);
+  let entitiesFrom: IntakeResult["entitiesFrom"] = "trigger";
+  if (extraction.artifacts.length === 0) {
+    // Entities can be missing or late in the trigger: read them from the incident itself.
+    const fetched = await deps.sentinel.listEntities(incident);
+    const entities: SentinelEntity[] = fetched.flatMap((e) => {
+      const parsed = sentinelEntitySchema.safeParse(e);
+      return parsed.success ? [parsed.data] : [];
+    });
+    extraction = extractArtifacts(entities);
+    entitiesFrom = "api";
+  }
+
+  const result: IntakeResult = { incidentId: incident.incidentId, published: [], notCollectable: [], alreadyKnown: [], entitiesFrom };
+  let changed = false;
+  for (const artifact of extraction.artifacts) {
+    const status = artifact.kind === "hash" ? "not_collectable" : "queued";
+    const created = await deps.jobs.create({ incidentId: incident.incidentId, artifactId: artifact.artifactId, status, incident, artifact });
+    if (artifact.kind === "hash") {
+      if (created) changed = true;
+      result.notCollectable.push(artifact.artifactId);
+      continue;
+    }
+    const job = created ? undefined : await deps.jobs.get(incident.incidentId, artifact.artifactId);
+    if (job && job.status !== "queued") {
+      result.alreadyKnown.push(artifact.artifactId);
+      continue;
+    }
+    // New, or recorded by an earlier delivery that may have stopped before publishing.
+    await deps.bus.sendArtifactCommand({ incident, artifact });
+    if (created) changed = true;
+    result.published.push(artifact.artifactId);
+  }
+
+  if (extraction.artifacts.length === 0) {
+    await deps.sentinel.putComment(incident, commentIds.started(incident.incidentId), noArtifactsComment(extraction.ignored));
+  } else if (changed) {
+    await deps.sentinel.putComment(incident, commentIds.started(incident.incidentId), startedComment(extraction.artifacts, extraction.ignored));
+  }
+  log.info("incident taken in", {
+    event: trigger.eventType,
+    entitiesFrom,
+    published: result.published.length,
+    notCollectable: result.notCollectable.length,
+    alreadyKnown: result.alreadyKnown.length,
+  });
+  return result;
+}

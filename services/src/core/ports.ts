@@ -1,0 +1,100 @@
+import type { IncidentRef } from "@connector/shared/messages";
+import type { Logger } from "@connector/shared/logger";
+import type { JobStore } from "@connector/shared/job-store";
+import type { Bus } from "@connector/shared/bus";
+import type { AnalysisEvents } from "@connector/shared/analysis-events";
+import type { StagingStore } from "@connector/shared/staging";
+
+/**
+ * What the cores need from the outside world, as narrow interfaces. The typed clients satisfy
+ * them in the Function App; unit tests can hand in doubles of just these calls.
+ */
+
+export type SubmitResult = { kind: "task"; taskId: string } | { kind: "queued"; queueTaskId: string };
+
+export interface SandboxReport {
+  final: boolean;
+  failed: boolean;
+  taskUrl: string;
+  verdict?: { threatLevel: number; threatLevelText: string; score: number };
+  tags: string[];
+}
+
+export interface SandboxIoc {
+  type: string;
+  value: string;
+  reputation: number;
+}
+
+import type { SandboxOptions } from "@connector/shared/anyrun/options";
+export type SandboxOptionValues = SandboxOptions;
+
+export interface SandboxPort {
+  submitUrl(url: string, options: SandboxOptionValues): Promise<SubmitResult>;
+  submitFile(file: { fileName: string; content: NodeJS.ReadableStream; size: number }, options: SandboxOptionValues): Promise<SubmitResult>;
+  getReport(taskId: string): Promise<SandboxReport>;
+  getIocs(taskId: string): Promise<SandboxIoc[]>;
+  taskUrl(taskId: string): string;
+}
+
+export interface MachineInfo {
+  id: string;
+  osPlatform?: string;
+  osArchitecture?: string;
+  osProcessor?: string;
+  version?: string;
+  healthStatus?: string;
+  computerDnsName?: string;
+}
+
+export interface ScriptResultFile {
+  script_name?: string;
+  exit_code: number;
+  script_output: string;
+  script_errors: string;
+}
+
+export interface EndpointPort {
+  getMachine(id: string): Promise<MachineInfo>;
+  runScript(machineId: string, input: { scriptName: string; args: string; comment: string }): Promise<{ id: string; status: string }>;
+  getMachineAction(id: string): Promise<{ id: string; status: string; commands?: { commandStatus?: string; errors?: string[] }[] }>;
+  downloadScriptResult(actionId: string, index: number): Promise<ScriptResultFile>;
+  cancelMachineAction(id: string, comment: string): Promise<unknown>;
+}
+
+export interface IncidentPort {
+  listEntities(ref: IncidentRef): Promise<readonly unknown[]>;
+  putComment(ref: IncidentRef, commentId: string, message: string): Promise<unknown>;
+  addLabels(ref: IncidentRef, labels: string[]): Promise<unknown>;
+}
+
+export interface ThreatIntelPort {
+  uploadStixObjects(workspaceId: string, objects: Record<string, unknown>[]): Promise<{ accepted: number; errors: { recordIndex: number; errorMessages: string[] }[] }>;
+}
+
+export interface Settings {
+  analysisPollSeconds: number;
+  analysisDeadlineMinutes: number;
+  liveResponsePollSeconds: number;
+  liveResponseDeadlineMinutes: number;
+  sasExpiryMinutes: number;
+  scriptWindows: string;
+  scriptUnix: string;
+  urlOptions: SandboxOptionValues;
+  fileOptions: SandboxOptionValues;
+  tiValidDays: number;
+}
+
+export interface CoreDeps {
+  jobs: JobStore;
+  bus: Pick<Bus, "sendArtifactCommand" | "scheduleAnalysisWatch" | "scheduleLiveResponseWatch">;
+  events: Pick<AnalysisEvents, "publishCompleted">;
+  staging: Pick<StagingStore, "createUploadUrl" | "digest" | "openRead" | "delete">;
+  sandbox: SandboxPort;
+  endpoints: EndpointPort;
+  incidents: IncidentPort;
+  threatIntel: ThreatIntelPort;
+  settings: Settings;
+  logger: Logger;
+  now?: () => Date;
+}

@@ -1,0 +1,44 @@
+import { analysisWatchSchema } from "@connector/shared/messages";
+import { ApiError } from "@connector/shared/clients/http";
+import { InvalidInputError } from "@connector/shared/incident-trigger";
+import type { CoreDeps } from "./ports.ts";
+import { addSeconds, now } from "./job-outcomes.ts";
+
+/**
+ * One poll of a sandbox task. A verdict is only ever taken from a finished report; until then the
+ * next poll is scheduled, up to our deadline. The outcome goes out as an "analysis completed" event.
+ */
+export async function handleAnalysisWatch(body: unknown, deps: CoreDeps): Promise<"pending" | "done" | "failed" | "timeout" | "skipped"> {
+  const parsed = analysisWatchSchema.safeParse(body);
+  if (!parsed.success) throw new InvalidInputError(`Not an analysis watch message: ${parsed.error.issues[0]?.message}`);
+  const watch = parsed.data;
+  const log = deps.logger.child({ incidentId: watch.incident.incidentId, artifactId: watch.artifactId, taskId: watch.taskId });
+  const job = await deps.jobs.get(watch.incident.incidentId, watch.artifactId);
+  if (!job) throw new InvalidInputError(`No job recorded for ${watch.incident.incidentId}/${watch.artifactId}`);
+  if (job.status !== "submitted" || job.taskId !== watch.taskId) {
+    log.info("task already settled; poll ignored", { status: job.status });
+    return "skipped";
+  }
+  const current = now(deps);
+  const pastDeadline = current >= new Date(watch.deadline);
+  const publish = async (outcome: "done" | "failed" | "timeout") => {
+    await deps.events.publishCompleted({ incident: watch.incident, artifactId: watch.artifactId, taskId: watch.taskId, outcome });
+    await deps.jobs.update(job.incidentId, job.artifactId, { status: "completed" });
+    log.info("analysis finished", { outcome });
+    return outcome;
+  };
+
+  let report;
+  try {
+    report = await deps.sandbox.getReport(watch.taskId);
+  } catch (err) {
+    // A task can be briefly unknown right after creation; anything else transient is retried.
+    if (!(err instanceof ApiError && err.status === 404 && !pastDeadline)) throw err;
+    report = undefined;
+  }
+  if (report?.final) return publish("done");
+  if (report?.failed) return publish("failed");
+  if (pastDeadline) return publish("timeout");
+  await deps.bus.scheduleAnalysisWatch({ ...watch, attempt: watch.attempt + 1 }, addSeconds(current, deps.settings.analysisPollSeconds));
+  return "pending";
+}

@@ -1,0 +1,79 @@
+import { z } from "zod";
+import type { IncidentRef } from "./messages.ts";
+
+/**
+ * The body the Sentinel playbook forwards to the intake queue: the Logic Apps "Microsoft Sentinel
+ * incident" trigger body. Only the keys confirmed by real captures are required; the rest is read
+ * when present (see shared/reference/sentinel-api.md §4).
+ */
+
+export const sentinelEntitySchema = z.looseObject({
+  id: z.string().optional(),
+  name: z.string().optional(),
+  kind: z.string(),
+  properties: z.looseObject({}).default({}),
+});
+export type SentinelEntity = z.infer<typeof sentinelEntitySchema>;
+
+export const incidentTriggerSchema = z.looseObject({
+  objectEventType: z.string().optional(),
+  workspaceId: z.string().min(1),
+  workspaceInfo: z.looseObject({
+    SubscriptionId: z.string().min(1),
+    ResourceGroupName: z.string().min(1),
+    WorkspaceName: z.string().min(1),
+  }),
+  object: z.looseObject({
+    id: z.string().regex(/\/providers\/Microsoft\.SecurityInsights\/Incidents\/[^/]+$/i, "object.id is not an incident resource id"),
+    name: z.string().optional(),
+    properties: z.looseObject({
+      incidentNumber: z.number().int().optional(),
+      title: z.string().optional(),
+      relatedEntities: z.array(z.unknown()).optional(),
+    }),
+  }),
+});
+export type IncidentTrigger = z.infer<typeof incidentTriggerSchema>;
+
+export interface ParsedTrigger {
+  incident: IncidentRef;
+  /** Entities that parsed; malformed ones are counted in `skippedEntities`. */
+  entities: SentinelEntity[];
+  skippedEntities: number;
+  eventType: string;
+}
+
+export class InvalidInputError extends Error {
+  override name = "InvalidInputError";
+}
+
+export function parseIncidentTrigger(body: unknown): ParsedTrigger {
+  const parsed = incidentTriggerSchema.safeParse(body);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.slice(0, 5).map((i) => `${i.path.join(".") || "(body)"}: ${i.message}`);
+    throw new InvalidInputError(`Not a Sentinel incident trigger body: ${problems.join("; ")}`);
+  }
+  const trigger = parsed.data;
+  const incidentId = trigger.object.name ?? trigger.object.id.split("/").pop()!;
+  const entities: SentinelEntity[] = [];
+  let skippedEntities = 0;
+  for (const raw of trigger.object.properties.relatedEntities ?? []) {
+    const entity = sentinelEntitySchema.safeParse(raw);
+    if (entity.success) entities.push(entity.data);
+    else skippedEntities++;
+  }
+  return {
+    incident: {
+      subscriptionId: trigger.workspaceInfo.SubscriptionId,
+      resourceGroup: trigger.workspaceInfo.ResourceGroupName,
+      workspaceName: trigger.workspaceInfo.WorkspaceName,
+      workspaceId: trigger.workspaceId,
+      incidentId,
+      ...(trigger.object.properties.incidentNumber !== undefined ? { incidentNumber: trigger.object.properties.incidentNumber } : {}),
+      ...(trigger.object.properties.title !== undefined ? { title: trigger.object.properties.title } : {}),
+    },
+    entities,
+    skippedEntities,
+    eventType: trigger.objectEventType ?? "Create",
+  };
+}
