@@ -2,13 +2,13 @@ import type { EventGridEvent } from "@azure/functions";
 import { analysisCompletedSchema } from "@connector/shared/messages";
 import { InvalidInputError } from "@connector/shared/incident-trigger";
 import { buildIndicator, type IocType } from "@connector/shared/clients/stix";
+import { chunk } from "@connector/shared/clients/sentinel-ti";
 import type { CoreDeps, SandboxIoc } from "./ports.ts";
 import { resultComment } from "./comments.ts";
 import { commentIds } from "./intake.ts";
 import { failJob, now } from "./job-outcomes.ts";
 
 const stixTypes: ReadonlySet<string> = new Set<IocType>(["sha256", "sha1", "md5", "url", "domain", "ip"]);
-const maxPerUpload = 100;
 
 export function verdictLabel(threatLevelText: string): string {
   return `ANY.RUN: ${threatLevelText}`;
@@ -70,8 +70,8 @@ export async function handleAnalysisCompleted(event: Pick<EventGridEvent, "data"
   let rejected = 0;
   if (verdict.threatLevel > 0) {
     const indicators = toIndicators(iocs, report.taskUrl, report.tags, now(deps), deps.settings.tiValidDays);
-    for (let i = 0; i < indicators.length; i += maxPerUpload) {
-      const result = await deps.threatIntel.uploadStixObjects(job.incident.workspaceId, indicators.slice(i, i + maxPerUpload));
+    for (const batch of chunk(indicators)) {
+      const result = await deps.threatIntel.uploadStixObjects(job.incident.workspaceId, batch);
       uploaded += result.accepted;
       rejected += result.errors.length;
     }

@@ -1,0 +1,67 @@
+import { describe, expect, it } from "vitest";
+import { commentLimit, escapeHtml, failureComment, resultComment, startedComment } from "@connector/services/core/comments";
+import type { FileArtifact, UrlArtifact } from "@connector/shared/messages";
+
+const file: FileArtifact = {
+  kind: "file",
+  artifactId: "file-1",
+  fileName: "<img src=x onerror=alert(1)>.exe",
+  directory: "C:\\Users\\a",
+  hashes: { sha256: "a".repeat(64) },
+  deviceId: "b".repeat(40),
+  hostName: "host-1",
+};
+const verdict = { threatLevel: 2, threatLevelText: "Malicious activity", score: 100 };
+
+describe("comments", () => {
+  it("escapes every dynamic value", () => {
+    expect(escapeHtml(`<a href="x">'&`)).toBe("&lt;a href=&quot;x&quot;&gt;&#39;&amp;");
+    const html = resultComment({
+      artifact: file,
+      taskUrl: "https://app.any.run/tasks/1",
+      verdict,
+      tags: ["<script>"],
+      iocs: [{ type: "url", value: "http://e.com/<b>", reputation: 2 }],
+    });
+    expect(html).not.toContain("<img");
+    expect(html).not.toContain("<script>");
+    expect(html).toContain("&lt;img src=x onerror=alert(1)&gt;.exe");
+    expect(html).toContain("http://e.com/&lt;b&gt;");
+  });
+
+  it("carries verdict text, threat level, score and task link", () => {
+    const html = resultComment({ artifact: file, taskUrl: "https://app.any.run/tasks/abc", verdict, tags: ["trojan"], iocs: [] });
+    expect(html).toContain("<td>Verdict</td><td>Malicious activity</td>");
+    expect(html).toContain("<td>Threat level</td><td>2</td>");
+    expect(html).toContain("<td>Score</td><td>100</td>");
+    expect(html).toContain('<a href="https://app.any.run/tasks/abc">');
+    expect(html).toContain("trojan");
+  });
+
+  it("cuts the IoC table, never the verdict, to stay within 30,000 characters", () => {
+    const iocs = Array.from({ length: 2000 }, (_, i) => ({ type: "domain", value: `host-${i}.example.com`, reputation: i % 3 }));
+    const html = resultComment({ artifact: file, taskUrl: "https://app.any.run/tasks/abc", verdict, tags: [], iocs });
+    expect(html.length).toBeLessThanOrEqual(commentLimit);
+    expect(html).toContain("Malicious activity");
+    expect(html).toMatch(/\d+ more IoC\(s\) not shown/);
+    // Malicious rows come first, so what is cut is the least important.
+    expect(html).toContain("<td>malicious</td>");
+    expect(html).not.toContain("<td>unknown</td>");
+  });
+
+  it("lists analysed artifacts and hash-only ones with their reason", () => {
+    const url: UrlArtifact = { kind: "url", artifactId: "url-1", url: "https://example.com/" };
+    const html = startedComment(
+      [url, { kind: "hash", artifactId: "hash-1", hashes: { md5: "c".repeat(32) }, reason: "hash only" }],
+      [{ kind: "Url", reason: "not an http(s) URL" }],
+    );
+    expect(html).toContain("analysis started</b> for 1 artifact(s)");
+    expect(html).toContain("https://example.com/");
+    expect(html).toContain(`MD5 ${"c".repeat(32)}: hash only`);
+    expect(html).toContain("Url (not an http(s) URL)");
+  });
+
+  it("says why an analysis failed", () => {
+    expect(failureComment(file, "The device is Inactive.")).toContain("The device is Inactive.");
+  });
+});

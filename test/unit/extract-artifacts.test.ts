@@ -1,0 +1,98 @@
+import { describe, expect, it } from "vitest";
+import { readFileSync } from "node:fs";
+import { extractArtifacts, normaliseUrl } from "@connector/services/core/extract-artifacts";
+import { parseIncidentTrigger, InvalidInputError, type SentinelEntity } from "@connector/shared/incident-trigger";
+
+const fixture = (name: string) => JSON.parse(readFileSync(new URL(`../fixtures/microsoft/${name}`, import.meta.url), "utf8"));
+
+describe("parseIncidentTrigger", () => {
+  it("reads the incident reference and entities of the trigger body", () => {
+    const parsed = parseIncidentTrigger(fixture("sentinel-incident-trigger-body.COMPOSITE.json"));
+    expect(parsed.incident).toEqual({
+      subscriptionId: "00000000-0000-0000-0000-000000000000",
+      resourceGroup: "rg-example",
+      workspaceName: "example-workspace",
+      workspaceId: "22222222-2222-2222-2222-222222222222",
+      incidentId: "33333333-3333-3333-3333-333333333333",
+      incidentNumber: 9,
+      title: "'EICAR_Test_File' malware was prevented",
+    });
+    expect(parsed.entities.map((e) => e.kind)).toEqual(["Host", "File", "FileHash"]);
+    expect(parsed.eventType).toBe("Create");
+  });
+
+  it("rejects a body that is not an incident trigger, naming the problem", () => {
+    expect(() => parseIncidentTrigger({ hello: "world" })).toThrow(InvalidInputError);
+    expect(() => parseIncidentTrigger({ hello: "world" })).toThrow(/workspaceId/);
+    const bad = fixture("sentinel-incident-trigger-body.COMPOSITE.json");
+    bad.object.id = "/subscriptions/x/whatever";
+    expect(() => parseIncidentTrigger(bad)).toThrow(/not an incident resource id/);
+  });
+});
+
+describe("extractArtifacts", () => {
+  it("turns the real MDE Linux EICAR entities into one file with its SHA-1 and device id", () => {
+    const entities = fixture("sentinel-trigger-relatedEntities-mde-linux-eicar.json") as SentinelEntity[];
+    const { artifacts, ignored } = extractArtifacts(entities);
+    expect(ignored).toEqual([]);
+    expect(artifacts).toHaveLength(1);
+    expect(artifacts[0]).toMatchObject({
+      kind: "file",
+      fileName: "eicar.com",
+      directory: "/home/azureuser",
+      hashes: { sha1: "3395856ce81f2b7382dee72602f798b642f14140" },
+      deviceId: "1111111111111111111111111111111111111111",
+      hostName: "examplelinuxvm",
+    });
+    expect(artifacts[0]!.artifactId).toMatch(/^file-[0-9a-f]{24}$/);
+  });
+
+  it("gives the same artifact id on every run and de-duplicates repeated entities", () => {
+    const url = { kind: "Url", properties: { url: "HTTPS://Example.COM/a?b=1#frag" } };
+    const first = extractArtifacts([url, { ...url }, { kind: "Url", properties: { url: "https://example.com/a?b=1" } }]);
+    expect(first.artifacts).toHaveLength(1);
+    expect(first.artifacts[0]).toMatchObject({ kind: "url", url: "https://example.com/a?b=1" });
+    expect(extractArtifacts([url]).artifacts[0]!.artifactId).toBe(first.artifacts[0]!.artifactId);
+  });
+
+  it("reports a hash without host or path as hash-only, and a file on no MDE device too", () => {
+    const { artifacts } = extractArtifacts([
+      { kind: "FileHash", properties: { algorithm: "SHA256", hashValue: "E923636F1093C414AAB39F846E9D7A372BEEFA7B628B28179197E539C56AA0F0" } },
+    ]);
+    expect(artifacts).toEqual([
+      expect.objectContaining({ kind: "hash", hashes: { sha256: "e923636f1093c414aab39f846e9d7a372beefa7b628b28179197e539c56aa0f0" } }),
+    ]);
+    const noHost = extractArtifacts([
+      { kind: "File", properties: { fileName: "a.exe", directory: "C:\\x" } },
+      { kind: "FileHash", properties: { algorithm: "MD5", hashValue: "44d88612fea8a8f36de82e1278abb02f" } },
+    ]);
+    expect(noHost.artifacts).toEqual([expect.objectContaining({ kind: "hash", fileName: "a.exe", reason: expect.stringContaining("no MDE device") })]);
+  });
+
+  it("ignores non-http URLs and overlong ones with a reason", () => {
+    const { artifacts, ignored } = extractArtifacts([
+      { kind: "Url", properties: { url: "javascript:alert(1)" } },
+      { kind: "Url", properties: { url: `https://example.com/${"a".repeat(600)}` } },
+    ]);
+    expect(artifacts).toEqual([]);
+    expect(ignored.map((i) => i.reason)).toEqual(["not an http(s) URL", "URL longer than the 512 characters the sandbox accepts"]);
+  });
+
+  it("keeps two files on different hosts apart and drops a bare hash that a file already carries", () => {
+    const sha = "a".repeat(64);
+    const { artifacts } = extractArtifacts([
+      { kind: "Host", properties: { hostName: "h1", additionalData: { MdatpDeviceId: "b".repeat(40) } } },
+      { kind: "File", properties: { fileName: "x.exe", directory: "C:\\t", additionalData: { MdatpDeviceId: "b".repeat(40) } } },
+      { kind: "File", properties: { fileName: "x.exe", directory: "C:\\t", additionalData: { MdatpDeviceId: "c".repeat(40) } } },
+      { kind: "FileHash", properties: { algorithm: "SHA256", hashValue: sha } },
+    ]);
+    expect(artifacts.filter((a) => a.kind === "file")).toHaveLength(2);
+    expect(artifacts.filter((a) => a.kind === "hash")).toHaveLength(1);
+  });
+
+  it("normalises URLs without changing path or query", () => {
+    expect(normaliseUrl("HTTP://EXAMPLE.com:80/Path?Q=A#x")).toBe("http://example.com/Path?Q=A");
+    expect(normaliseUrl("ftp://example.com/")).toBeUndefined();
+    expect(normaliseUrl("not a url")).toBeUndefined();
+  });
+});
