@@ -37,6 +37,7 @@ export function settingsFrom(config: Config): Settings {
     urlOptions: sandboxOptionsFromConfig(config, { kind: "url" }),
     fileOptions,
     tiValidDays: config.TI_VALID_DAYS,
+    retry: { baseSeconds: config.RETRY_BASE_SECONDS, maxSeconds: config.RETRY_MAX_SECONDS, maxAttempts: config.RETRY_MAX_ATTEMPTS },
   };
 }
 

@@ -29,14 +29,12 @@ export class Bus {
   }
 
   async sendArtifactCommand(command: ArtifactCommand): Promise<void> {
-    const { incident, artifact } = command;
-    await this.sender(topics.artifactCommands.name).sendMessages(
-      json(command, `${incident.incidentId}:${artifact.artifactId}:command`, incident.incidentId, {
-        kind: artifact.kind,
-        incidentId: incident.incidentId,
-        artifactId: artifact.artifactId,
-      }),
-    );
+    await this.sender(topics.artifactCommands.name).sendMessages(artifactMessage(command));
+  }
+
+  /** The same command again later: after a busy device, a throttled API or a transient fault. */
+  async scheduleArtifactCommand(command: ArtifactCommand, at: Date): Promise<void> {
+    await this.sender(topics.artifactCommands.name).scheduleMessages(artifactMessage(command), at);
   }
 
   async scheduleLiveResponseWatch(watch: LiveResponseWatch, at: Date): Promise<void> {
@@ -59,6 +57,16 @@ export class Bus {
     await Promise.all([...this.senders.values()].map((s) => s.close()));
     await this.client.close();
   }
+}
+
+function artifactMessage(command: ArtifactCommand): ServiceBusMessage {
+  const { incident, artifact } = command;
+  const suffix = command.attempt ? `:retry:${command.attempt}` : "";
+  return json(command, `${incident.incidentId}:${artifact.artifactId}:command${suffix}`, incident.incidentId, {
+    kind: artifact.kind,
+    incidentId: incident.incidentId,
+    artifactId: artifact.artifactId,
+  });
 }
 
 function json(body: unknown, messageId: string, correlationId: string, applicationProperties: Record<string, string>): ServiceBusMessage {

@@ -64,6 +64,11 @@ export const configSchema = z.object({
   /** Days an uploaded indicator stays valid. */
   TI_VALID_DAYS: z.coerce.number().int().positive().default(90),
 
+  /** Backoff of retried work (busy device, throttled API, transient fault): base delay, doubled per attempt. */
+  RETRY_BASE_SECONDS: seconds.default(10),
+  RETRY_MAX_SECONDS: seconds.default(900),
+  RETRY_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(12),
+
   /** `default` = DefaultAzureCredential (managed identity in Azure). `local` = the local runtime's token stand-in. */
   AZURE_CREDENTIAL: z.enum(["default", "local"]).default("default"),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),

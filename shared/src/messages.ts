@@ -63,6 +63,8 @@ export type Artifact = z.infer<typeof artifactSchema>;
 export const artifactCommandSchema = z.object({
   incident: incidentRefSchema,
   artifact: z.discriminatedUnion("kind", [urlArtifactSchema, fileArtifactSchema]),
+  /** 0 for the first delivery; a retry scheduled after a busy device or a throttled API counts up. */
+  attempt: z.number().int().nonnegative().default(0),
 });
 export type ArtifactCommand = z.infer<typeof artifactCommandSchema>;
 

@@ -5,7 +5,8 @@ import { newStagingBlobName } from "@connector/shared/staging";
 import { encodeCollectArgs, type CollectOs } from "@connector/shared/live-response/args";
 import { sandboxEnvironmentFor } from "@connector/shared/anyrun/options";
 import type { CoreDeps, MachineInfo } from "./ports.ts";
-import { addSeconds, failJob, now } from "./job-outcomes.ts";
+import { addSeconds, failJob, now, retryCommand } from "./job-outcomes.ts";
+import { isRetryable } from "./backoff.ts";
 
 export function collectOsFor(machine: MachineInfo): CollectOs {
   const platform = (machine.osPlatform ?? "").toLowerCase();
@@ -25,13 +26,14 @@ export function originalPath(artifact: FileArtifact, os: CollectOs): string {
  * Response RunScript of the project's own script with a single encoded argument. The action is
  * then watched by scheduled messages (no waiting inside the function).
  */
-export async function handleCollectFile(body: unknown, deps: CoreDeps): Promise<"started" | "skipped" | "failed"> {
+export async function handleCollectFile(body: unknown, deps: CoreDeps): Promise<"started" | "skipped" | "failed" | "retrying"> {
   const parsed = artifactCommandSchema.safeParse(body);
   if (!parsed.success || parsed.data.artifact.kind !== "file") {
     throw new InvalidInputError(`Not a file artifact command: ${parsed.success ? "kind is not file" : parsed.error.issues[0]?.message}`);
   }
-  const { incident } = parsed.data;
-  const artifact = parsed.data.artifact;
+  const command = parsed.data;
+  const { incident } = command;
+  const artifact = command.artifact as FileArtifact;
   const log = deps.logger.child({ incidentId: incident.incidentId, artifactId: artifact.artifactId, deviceId: artifact.deviceId });
   const job = await deps.jobs.get(incident.incidentId, artifact.artifactId);
   if (!job) throw new InvalidInputError(`No job recorded for ${incident.incidentId}/${artifact.artifactId}`);
@@ -48,6 +50,7 @@ export async function handleCollectFile(body: unknown, deps: CoreDeps): Promise<
       await failJob(deps, job, `The device ${artifact.deviceId} is not known to Defender for Endpoint.`);
       return "failed";
     }
+    if (isRetryable(err)) return retryCommand(deps, job, command, err);
     throw err;
   }
   if (machine.healthStatus && machine.healthStatus !== "Active") {
@@ -56,7 +59,12 @@ export async function handleCollectFile(body: unknown, deps: CoreDeps): Promise<
   }
 
   const os = collectOsFor(machine);
-  const sandboxEnvironment = sandboxEnvironmentFor(machine);
+  const sandboxEnvironment = sandboxEnvironmentFor({
+    osPlatform: machine.osPlatform ?? undefined,
+    osArchitecture: machine.osArchitecture ?? undefined,
+    osProcessor: machine.osProcessor ?? undefined,
+    version: machine.version ?? undefined,
+  });
   const blobName = newStagingBlobName(incident.incidentId, artifact.artifactId);
   const upload = await deps.staging.createUploadUrl(blobName, deps.settings.sasExpiryMinutes);
   const args = encodeCollectArgs({
@@ -89,12 +97,12 @@ export async function handleCollectFile(body: unknown, deps: CoreDeps): Promise<
       comment: `ANY.RUN connector: collect ${artifact.fileName} for Sentinel incident ${incident.incidentNumber ?? incident.incidentId}`,
     });
   } catch (err) {
-    if (err instanceof ApiError && !err.transient && err.code !== "ActiveRequestAlreadyExists") {
+    // Busy device (one Live Response per device), throttling or a transient fault: try again later.
+    if (isRetryable(err)) return retryCommand(deps, job, command, err);
+    if (err instanceof ApiError) {
       await failJob(deps, job, `Live Response refused the collection (${err.status}${err.code ? ` ${err.code}` : ""}).`);
       return "failed";
     }
-    // Busy device or transient fault: put the job back so the redelivery starts over.
-    await deps.jobs.update(job.incidentId, job.artifactId, { status: "queued" });
     throw err;
   }
   await deps.jobs.update(job.incidentId, job.artifactId, { machineActionId: action.id });

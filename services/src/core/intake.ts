@@ -71,7 +71,7 @@ export async function handleIncidentTrigger(body: unknown, deps: IntakeDeps): Pr
       continue;
     }
     // New, or recorded by an earlier delivery that may have stopped before publishing.
-    await deps.bus.sendArtifactCommand({ incident, artifact });
+    await deps.bus.sendArtifactCommand({ incident, artifact, attempt: 0 });
     if (created) changed = true;
     result.published.push(artifact.artifactId);
   }

@@ -4,6 +4,7 @@ import type { JobStore } from "@connector/shared/job-store";
 import type { Bus } from "@connector/shared/bus";
 import type { AnalysisEvents } from "@connector/shared/analysis-events";
 import type { StagingStore } from "@connector/shared/staging";
+import type { Machine, MdeClient } from "@connector/shared/clients/mde";
 
 /**
  * What the cores need from the outside world, as narrow interfaces. The typed clients satisfy
@@ -37,30 +38,9 @@ export interface SandboxPort {
   taskUrl(taskId: string): string;
 }
 
-export interface MachineInfo {
-  id: string;
-  osPlatform?: string;
-  osArchitecture?: string;
-  osProcessor?: string;
-  version?: string;
-  healthStatus?: string;
-  computerDnsName?: string;
-}
-
-export interface ScriptResultFile {
-  script_name?: string;
-  exit_code: number;
-  script_output: string;
-  script_errors: string;
-}
-
-export interface EndpointPort {
-  getMachine(id: string): Promise<MachineInfo>;
-  runScript(machineId: string, input: { scriptName: string; args: string; comment: string }): Promise<{ id: string; status: string }>;
-  getMachineAction(id: string): Promise<{ id: string; status: string; commands?: { commandStatus?: string; errors?: string[] }[] }>;
-  downloadScriptResult(actionId: string, index: number): Promise<ScriptResultFile>;
-  cancelMachineAction(id: string, comment: string): Promise<unknown>;
-}
+/** The MDE calls the cores make (the typed client satisfies it). */
+export type EndpointPort = Pick<MdeClient, "getMachine" | "runScript" | "getMachineAction" | "downloadScriptResult" | "cancelMachineAction">;
+export type MachineInfo = Machine;
 
 export interface IncidentPort {
   listEntities(ref: IncidentRef): Promise<readonly unknown[]>;
@@ -83,11 +63,12 @@ export interface Settings {
   urlOptions: SandboxOptionValues;
   fileOptions: SandboxOptionValues;
   tiValidDays: number;
+  retry: { baseSeconds: number; maxSeconds: number; maxAttempts: number };
 }
 
 export interface CoreDeps {
   jobs: JobStore;
-  bus: Pick<Bus, "sendArtifactCommand" | "scheduleAnalysisWatch" | "scheduleLiveResponseWatch">;
+  bus: Pick<Bus, "sendArtifactCommand" | "scheduleArtifactCommand" | "scheduleAnalysisWatch" | "scheduleLiveResponseWatch">;
   events: Pick<AnalysisEvents, "publishCompleted">;
   staging: Pick<StagingStore, "createUploadUrl" | "digest" | "openRead" | "delete">;
   sandbox: SandboxPort;

@@ -1,16 +1,19 @@
-import { artifactCommandSchema } from "@connector/shared/messages";
+import { artifactCommandSchema, type UrlArtifact } from "@connector/shared/messages";
 import { ApiError } from "@connector/shared/clients/http";
 import type { CoreDeps } from "./ports.ts";
-import { addSeconds, failJob, now } from "./job-outcomes.ts";
+import { addSeconds, failJob, now, retryCommand } from "./job-outcomes.ts";
+import { isRetryable } from "./backoff.ts";
 import { InvalidInputError } from "@connector/shared/incident-trigger";
 
 /** URL submission: one sandbox task per URL artifact, then a scheduled watch of the task. */
-export async function handleSubmitUrl(body: unknown, deps: CoreDeps): Promise<"submitted" | "skipped" | "failed"> {
+export async function handleSubmitUrl(body: unknown, deps: CoreDeps): Promise<"submitted" | "skipped" | "failed" | "retrying"> {
   const parsed = artifactCommandSchema.safeParse(body);
   if (!parsed.success || parsed.data.artifact.kind !== "url") {
     throw new InvalidInputError(`Not a URL artifact command: ${parsed.success ? "kind is not url" : parsed.error.issues[0]?.message}`);
   }
-  const { incident, artifact } = parsed.data;
+  const command = parsed.data;
+  const { incident } = command;
+  const artifact = command.artifact as UrlArtifact;
   const log = deps.logger.child({ incidentId: incident.incidentId, artifactId: artifact.artifactId });
   const job = await deps.jobs.get(incident.incidentId, artifact.artifactId);
   if (!job) throw new InvalidInputError(`No job recorded for ${incident.incidentId}/${artifact.artifactId}`);
@@ -28,8 +31,8 @@ export async function handleSubmitUrl(body: unknown, deps: CoreDeps): Promise<"s
       await failJob(deps, job, `The sandbox refused the URL (${err.status}${err.code ? ` ${err.code}` : ""}).`);
       return "failed";
     }
-    await deps.jobs.update(job.incidentId, job.artifactId, { status: "queued" });
-    throw err;
+    if (!isRetryable(err)) throw err;
+    return retryCommand(deps, job, command, err);
   }
   const taskId = result.kind === "task" ? result.taskId : result.queueTaskId;
   const taskUrl = deps.sandbox.taskUrl(taskId);

@@ -3,6 +3,7 @@ import { ApiError } from "@connector/shared/clients/http";
 import { InvalidInputError } from "@connector/shared/incident-trigger";
 import type { CoreDeps } from "./ports.ts";
 import { addSeconds, now } from "./job-outcomes.ts";
+import { backoffSeconds, isRetryable } from "./backoff.ts";
 
 /**
  * One poll of a sandbox task. A verdict is only ever taken from a finished report; until then the
@@ -32,7 +33,12 @@ export async function handleAnalysisWatch(body: unknown, deps: CoreDeps): Promis
   try {
     report = await deps.sandbox.getReport(watch.taskId);
   } catch (err) {
-    // A task can be briefly unknown right after creation; anything else transient is retried.
+    // A task can be briefly unknown right after creation; throttling and faults are polled again later.
+    if (isRetryable(err)) {
+      const delay = Math.max(deps.settings.analysisPollSeconds, backoffSeconds(watch.attempt, deps.settings.retry, err.retryAfterSeconds));
+      await deps.bus.scheduleAnalysisWatch({ ...watch, attempt: watch.attempt + 1 }, addSeconds(current, delay));
+      return "pending";
+    }
     if (!(err instanceof ApiError && err.status === 404 && !pastDeadline)) throw err;
     report = undefined;
   }

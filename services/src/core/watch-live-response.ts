@@ -6,6 +6,7 @@ import { parseCollectResult } from "@connector/shared/live-response/result";
 import { ConcurrentUpdateError } from "@connector/shared/job-store";
 import type { CoreDeps } from "./ports.ts";
 import { addSeconds, failJob, now } from "./job-outcomes.ts";
+import { backoffSeconds, isRetryable } from "./backoff.ts";
 
 /**
  * One poll of a Live Response action. Not finished: schedule the next poll (or cancel our own
@@ -25,14 +26,18 @@ export async function handleLiveResponseWatch(body: unknown, deps: CoreDeps): Pr
   }
 
   const current = now(deps);
-  const reschedule = async () => {
-    await deps.bus.scheduleLiveResponseWatch({ ...watch, attempt: watch.attempt + 1 }, addSeconds(current, deps.settings.liveResponsePollSeconds));
+  const reschedule = async (delaySeconds = deps.settings.liveResponsePollSeconds) => {
+    await deps.bus.scheduleLiveResponseWatch({ ...watch, attempt: watch.attempt + 1 }, addSeconds(current, delaySeconds));
   };
 
   let action;
   try {
     action = await deps.endpoints.getMachineAction(watch.machineActionId);
   } catch (err) {
+    if (isRetryable(err)) {
+      await reschedule(Math.max(deps.settings.liveResponsePollSeconds, backoffSeconds(watch.attempt, deps.settings.retry, err.retryAfterSeconds)));
+      return "pending";
+    }
     // Right after creation the action can briefly answer 404.
     if (err instanceof ApiError && err.status === 404 && current < new Date(watch.deadline)) {
       await reschedule();
