@@ -1,0 +1,225 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import { TableClient } from "@azure/data-tables";
+import { ServiceBusClient } from "@azure/service-bus";
+import { BlobServiceClient } from "@azure/storage-blob";
+import { createLogger, type Logger } from "@connector/shared/logger";
+import { queues, storageDefaults } from "@connector/shared/topology";
+import { JobStore } from "@connector/shared/job-store";
+import { startAzurite, type AzuriteInstance } from "./azurite.ts";
+import { startServiceBusBroker } from "./servicebus/index.ts";
+import type { LocalServiceBusBroker } from "./servicebus/types.ts";
+import { startLocalEventGrid, type LocalEventGrid } from "./eventgrid/index.ts";
+import { startFunctionsHost, type FunctionsHost } from "./functions-host/index.ts";
+import { startAnyRunDouble } from "./doubles/anyrun.ts";
+import { startMdeDouble, type MdeDouble } from "./doubles/mde.ts";
+import { startSentinelDouble } from "./doubles/sentinel.ts";
+import { devices, maliciousSample, sha256, urls, type SampleIncident } from "./samples.ts";
+
+/**
+ * The embedded default: the whole connector on loopback. Real Azure SDKs against Azurite, the
+ * local Service Bus broker and the local Event Grid; doubles of ANY.RUN, MDE and Sentinel; the
+ * Function App's handlers in a local functions host (a child process, as in Azure, or in-process).
+ */
+
+export interface LocalRuntimeOptions {
+  /** `process` (default): the functions host runs as a child process that can be killed and restarted. */
+  host?: "process" | "inline";
+  /** How fast the sandbox double finishes a task. */
+  sandboxRunMs?: number;
+  logger?: Logger;
+  /** Extra environment for the functions host (overrides). */
+  env?: Record<string, string>;
+}
+
+export interface LocalRuntime {
+  env: Record<string, string>;
+  azurite: AzuriteInstance;
+  broker: LocalServiceBusBroker;
+  eventGrid: LocalEventGrid;
+  anyrun: Awaited<ReturnType<typeof startAnyRunDouble>>;
+  mde: MdeDouble;
+  sentinel: Awaited<ReturnType<typeof startSentinelDouble>>;
+  jobs: JobStore;
+  /** Sends an incident trigger body to the intake queue, as the Sentinel playbook does. */
+  pushIncident(body: unknown, messageId?: string): Promise<void>;
+  /** Seeds the doubles with what a sample incident needs (incident, entities, quarantined files). */
+  seed(sample: Pick<SampleIncident, "body" | "quarantine">): void;
+  startHost(): Promise<void>;
+  /** Kills the functions host at once (SIGKILL in process mode), as a crash would. */
+  killHost(): Promise<void>;
+  close(): Promise<void>;
+}
+
+const anyrunKey = `local-${randomBytes(12).toString("hex")}`;
+
+export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Promise<LocalRuntime> {
+  const logger = options.logger ?? createLogger({ service: "local-runtime", level: "warn" });
+  const cleanups: (() => Promise<void>)[] = [];
+  const closeAll = async () => {
+    for (const c of cleanups.reverse()) await c().catch(() => undefined);
+  };
+  try {
+    const azurite = await startAzurite({ logger });
+    cleanups.push(() => azurite.close());
+    const broker = await startServiceBusBroker({ logger });
+    cleanups.push(() => broker.close());
+    const eventGrid = await startLocalEventGrid({ azurite, timeScale: 0.05, logger });
+    cleanups.push(() => eventGrid.close());
+    const anyrun = await startAnyRunDouble({
+      apiKey: anyrunKey,
+      knownBadSha256: [sha256(maliciousSample)],
+      knownBadUrls: [urls.malicious],
+      queuedMs: 300,
+      runningMs: options.sandboxRunMs ?? 1500,
+    });
+    cleanups.push(() => anyrun.close());
+    const mde = await startMdeDouble({ pendingDelayMs: 200, logger });
+    cleanups.push(() => mde.close());
+    const sentinel = await startSentinelDouble({});
+    cleanups.push(() => sentinel.close());
+
+    mde.seedMachine({ id: devices.windows.id, osPlatform: devices.windows.osPlatform, osArchitecture: devices.windows.osArchitecture, computerDnsName: devices.windows.name, healthStatus: "Active" });
+    mde.seedMachine({ id: devices.linux.id, osPlatform: devices.linux.osPlatform, osArchitecture: devices.linux.osArchitecture, computerDnsName: devices.linux.name, healthStatus: "Active" });
+
+    const env: Record<string, string> = {
+      SERVICEBUS_CONNECTION: broker.connectionString,
+      STORAGE_CONNECTION: eventGrid.storageConnectionString,
+      STAGING_CONTAINER: storageDefaults.stagingContainer,
+      EVENTGRID_ENDPOINT: eventGrid.topicEndpoint("analysis-events"),
+      EVENTGRID_KEY: eventGrid.key,
+      EVENTGRID_WEBHOOK_URL: eventGrid.url,
+      ANYRUN_BASE_URL: anyrun.url,
+      ANYRUN_API_KEY: anyrunKey,
+      MDE_BASE_URL: mde.url,
+      ARM_BASE_URL: sentinel.armUrl,
+      SENTINEL_TI_BASE_URL: sentinel.tiUrl,
+      AZURE_CREDENTIAL: "local",
+      ANALYSIS_POLL_SECONDS: "1",
+      LIVE_RESPONSE_POLL_SECONDS: "1",
+      RETRY_BASE_SECONDS: "1",
+      RETRY_MAX_SECONDS: "5",
+      LOG_LEVEL: "warn",
+      ...options.env,
+    };
+
+    // The staging container and the jobs table exist before anything is uploaded (Pulumi creates them in Azure).
+    await BlobServiceClient.fromConnectionString(eventGrid.storageConnectionString).getContainerClient(env.STAGING_CONTAINER!).createIfNotExists();
+    const jobs = new JobStore(TableClient.fromConnectionString(azurite.connectionString, storageDefaults.jobsTable, { allowInsecureConnection: true }));
+    await jobs.ensureTable();
+
+    const sbClient = new ServiceBusClient(broker.connectionString);
+    const intakeSender = sbClient.createSender(queues.incidentIntake.name);
+    cleanups.push(async () => {
+      await intakeSender.close();
+      await sbClient.close();
+    });
+
+    let child: ChildProcess | undefined;
+    let inline: FunctionsHost | undefined;
+    const hostMode = options.host ?? "process";
+
+    const startHost = async () => {
+      if (hostMode === "inline") {
+        Object.assign(process.env, env);
+        inline = await startFunctionsHost({ eventGrid, serviceBusConnectionString: env.SERVICEBUS_CONNECTION!, logger });
+        return;
+      }
+      child = await spawnHost(env, logger);
+    };
+    const killHost = async () => {
+      if (inline) {
+        await inline.close();
+        inline = undefined;
+      }
+      if (child) {
+        const c = child;
+        child = undefined;
+        const exited = new Promise<void>((resolve) => c.once("exit", () => resolve()));
+        c.kill("SIGKILL");
+        await exited;
+      }
+    };
+    cleanups.push(killHost);
+
+    return {
+      env,
+      azurite,
+      broker,
+      eventGrid,
+      anyrun,
+      mde,
+      sentinel,
+      jobs,
+      async pushIncident(body, messageId) {
+        await intakeSender.sendMessages({ body, contentType: "application/json", ...(messageId ? { messageId } : {}) });
+      },
+      seed(sample) {
+        const parsed = sample.body as { workspaceId: string; workspaceInfo: { SubscriptionId: string; ResourceGroupName: string; WorkspaceName: string }; object: { name: string; properties: Record<string, unknown> } };
+        const props = parsed.object.properties;
+        sentinel.seedIncident(
+          {
+            subscriptionId: parsed.workspaceInfo.SubscriptionId,
+            resourceGroup: parsed.workspaceInfo.ResourceGroupName,
+            workspaceName: parsed.workspaceInfo.WorkspaceName,
+            workspaceId: parsed.workspaceId,
+            incidentId: parsed.object.name,
+          },
+          {
+            title: props["title"] as string,
+            severity: (props["severity"] as string) ?? "Medium",
+            status: (props["status"] as string) ?? "New",
+            description: (props["description"] as string) ?? "",
+            labels: [{ labelName: "phishing-campaign-42", labelType: "User" }],
+          } as never,
+          (props["relatedEntities"] as never) ?? [],
+        );
+        for (const q of sample.quarantine) mde.seedQuarantine(q.deviceId, { originalPath: q.originalPath, content: q.content });
+      },
+      startHost,
+      killHost,
+      close: closeAll,
+    };
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}
+
+const hostEntry = fileURLToPath(new URL("./functions-host/main.ts", import.meta.url));
+
+async function spawnHost(env: Record<string, string>, logger: Logger): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ["--import", "tsx", hostEntry], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let ready = false;
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("functions host did not report ready within 60 s")), 60_000);
+    let buffered = "";
+    child.stdout!.on("data", (chunk: Buffer) => {
+      const text = chunk.toString("utf8");
+      if (!ready) {
+        buffered += text;
+        if (/functions host ready/i.test(buffered)) {
+          ready = true;
+          clearTimeout(timer);
+          resolve();
+        }
+      }
+      if (process.env.LOCAL_RUNTIME_VERBOSE) process.stderr.write(text);
+    });
+    child.stderr!.on("data", (chunk: Buffer) => {
+      if (process.env.LOCAL_RUNTIME_VERBOSE) process.stderr.write(chunk);
+      else logger.debug("functions host stderr", { text: chunk.toString("utf8").slice(0, 500) });
+    });
+    child.once("exit", (code) => {
+      if (!ready) {
+        clearTimeout(timer);
+        reject(new Error(`functions host exited with code ${code} before it was ready`));
+      }
+    });
+  });
+  return child;
+}
