@@ -90,6 +90,22 @@ function ConvertFrom-B64UrlField([string]$Field) {
   return $text
 }
 
+# Runs a native tool with its stderr merged into the returned lines. In Windows PowerShell 5.1,
+# redirected stderr of a native command becomes an error record, which 'Stop' would turn into an
+# exception: relax the preference for the call only. The exit code lands in $script:NativeExit.
+$script:NativeExit = 0
+function Invoke-Native([string]$Exe, [string[]]$Arguments) {
+  $previous = $ErrorActionPreference
+  $ErrorActionPreference = 'Continue'
+  try {
+    $lines = @(& $Exe @Arguments 2>&1 | ForEach-Object { [string]$_ })
+    $script:NativeExit = $LASTEXITCODE
+  } finally {
+    $ErrorActionPreference = $previous
+  }
+  return $lines
+}
+
 function Get-HexHash([string]$Path, [string]$Algorithm) {
   return (Get-FileHash -LiteralPath $Path -Algorithm $Algorithm).Hash.ToLowerInvariant()
 }
@@ -208,8 +224,8 @@ function Invoke-Collect {
       Stop-Collect 'tool_missing' 'MpCmdRun not found'
     }
     Add-TemporaryExclusion $restoreDir
-    $null = & $mp -Restore -FilePath $originalPath -Path $restoreDir 2>&1
-    $restoreExit = $LASTEXITCODE
+    $null = Invoke-Native $mp @('-Restore', '-FilePath', $originalPath, '-Path', $restoreDir)
+    $restoreExit = $script:NativeExit
     $restored = @(Get-ChildItem -LiteralPath $restoreDir -Recurse -File -Force -ErrorAction SilentlyContinue)
     if ($restoreExit -eq 0 -or $restored.Count -gt 0) {
       $foundInQuarantine = $true
@@ -224,7 +240,7 @@ function Invoke-Collect {
     }
     if (-not $chosen -and -not $foundInQuarantine) {
       # Tell "not quarantined" from "restore failed": compare the listed items as text only.
-      $listing = & $mp -Restore -ListAll 2>&1 | ForEach-Object { [string]$_ }
+      $listing = Invoke-Native $mp @('-Restore', '-ListAll')
       foreach ($line in $listing) {
         if ($line.IndexOf($originalPath, [StringComparison]::OrdinalIgnoreCase) -ge 0) { $foundInQuarantine = $true; break }
       }

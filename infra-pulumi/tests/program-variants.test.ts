@@ -1,0 +1,88 @@
+import * as pulumi from "@pulumi/pulumi";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { FUNCTION_PRINCIPAL_ID, SUBSCRIPTION_ID, TENANT_ID, mocks, ofType, one, resolve, settle } from "./helpers/mocks.ts";
+
+/**
+ * A second tenant shape: Sentinel in another subscription, no threat-intelligence upload, no
+ * update rule, no library uploader application.
+ */
+const PROJECT = "anyrun-sentinel-connector";
+const SENTINEL_SUBSCRIPTION = "33333333-2222-4333-8444-555555555555";
+const WORKSPACE_ID = `/subscriptions/${SENTINEL_SUBSCRIPTION}/resourceGroups/rg-soc/providers/Microsoft.OperationalInsights/workspaces/law-soc`;
+let outputs: Record<string, unknown>;
+
+beforeAll(async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "infra-variant-"));
+  const packagePath = path.join(dir, "functions.zip");
+  writeFileSync(packagePath, "package");
+  pulumi.runtime.setAllConfig(
+    {
+      "azure-native:tenantId": TENANT_ID,
+      "azure-native:subscriptionId": SUBSCRIPTION_ID,
+      "azure-native:location": "northeurope",
+      [`${PROJECT}:anyrunApiKey`]: "another-secret-key",
+      [`${PROJECT}:sentinel`]: JSON.stringify({
+        subscriptionId: SENTINEL_SUBSCRIPTION,
+        resourceGroup: "rg-soc",
+        workspaceName: "law-soc",
+        automationRuleOrder: 7,
+      }),
+      [`${PROJECT}:threatIntelUpload`]: "false",
+      [`${PROJECT}:defender`]: JSON.stringify({ libraryUploader: false, appRoles: ["Machine.Read.All", "Machine.LiveResponse"] }),
+      [`${PROJECT}:functions`]: JSON.stringify({ packagePath, maximumInstanceCount: 10, instanceMemoryMB: 4096 }),
+    },
+    [`${PROJECT}:anyrunApiKey`],
+  );
+  await pulumi.runtime.setMocks(mocks, PROJECT, "fabrikam", false);
+  const program = (await import("../index.ts")) as Record<string, unknown>;
+  outputs = {};
+  for (const [key, value] of Object.entries(program)) outputs[key] = await resolve(value as pulumi.Input<unknown>);
+  await settle();
+}, 120_000);
+
+const grants = (guid: string, subscription: string) =>
+  ofType("azure-native:authorization:RoleAssignment").filter(
+    (r) =>
+      r.inputs.principalId === FUNCTION_PRINCIPAL_ID &&
+      r.inputs.roleDefinitionId === `/subscriptions/${subscription}/providers/Microsoft.Authorization/roleDefinitions/${guid}`,
+  );
+
+describe("tenant variant", () => {
+  it("derives names from the stack and applies function sizing", () => {
+    expect(one("azure-native:resources:ResourceGroup").inputs).toMatchObject({ resourceGroupName: "rg-anyrun-fabrikam", location: "northeurope" });
+    expect(one("azure-native:web:WebApp").inputs.functionAppConfig.scaleAndConcurrency).toEqual({
+      maximumInstanceCount: 10,
+      instanceMemoryMB: 4096,
+    });
+  });
+
+  it("grants Sentinel Responder only, with the workspace subscription's role definition", () => {
+    expect(grants("3e150937-b8fe-4cfb-8069-0eaf05ecd056", SENTINEL_SUBSCRIPTION).map((r) => r.inputs.scope)).toEqual([WORKSPACE_ID]);
+    const contributor = ofType("azure-native:authorization:RoleAssignment").filter((r) =>
+      String(r.inputs.roleDefinitionId).endsWith("ab8e14d6-4a74-4a29-9ba8-549422addade"),
+    );
+    expect(contributor).toEqual([]);
+  });
+
+  it("creates the automation rule through a provider for the workspace's subscription", () => {
+    const provider = one("pulumi:providers:azure-native");
+    expect(provider.inputs).toMatchObject({ subscriptionId: SENTINEL_SUBSCRIPTION, tenantId: TENANT_ID });
+    const rules = ofType("azure-native:securityinsights:AutomationRule");
+    expect(rules).toHaveLength(1);
+    expect(rules[0]!.inputs).toMatchObject({ order: 7, workspaceName: "law-soc", resourceGroupName: "rg-soc" });
+    expect(rules[0]!.inputs.triggeringLogic.triggersWhen).toBe("Created");
+    expect(rules[0]!.provider).toContain("pulumi:providers:azure-native::sentinel-subscription");
+    // Everything else stays on the default provider of the deployment subscription.
+    expect(one("azure-native:logic:Workflow").provider ?? "").not.toContain("sentinel-subscription");
+  });
+
+  it("grants only the configured Defender permissions and creates no uploader application", () => {
+    expect(ofType("azuread:index/application:Application")).toEqual([]);
+    expect(ofType("azuread:index/appRoleAssignment:AppRoleAssignment")).toHaveLength(2);
+    expect(ofType("azure-native:keyvault:Secret").map((s) => s.inputs.secretName)).toEqual(["anyrun-api-key"]);
+    expect(outputs.libraryUpload).toMatchObject({ enabled: false, clientId: "", clientSecretUri: "" });
+  });
+});
