@@ -15,7 +15,7 @@ import { createLogger, type Logger, type LogLevel } from "@connector/shared/logg
 import { allQueues, allTopics } from "@connector/shared/topology";
 import { batchMessageFormat, conditions, decodeBody, displayMessageId, toDate, unpackBatch, type AmqpMessage } from "./codec.ts";
 import { ConsumerLink } from "./consumer-link.ts";
-import { EntityRegistry, normaliseAddress, type ResolvedAddress } from "./entities.ts";
+import { EntityRegistry, type ResolvedAddress } from "./entities.ts";
 import { handleCbsRequest, handleManagementRequest, type ManagementResponse } from "./management.ts";
 import type { MessageStore, StoredMessage } from "./message-store.ts";
 import { localAttach } from "./rhea-internals.ts";
@@ -557,5 +557,3 @@ function inspectMessage(
   if (typeof props.DeadLetterErrorDescription === "string") out.deadLetterErrorDescription = props.DeadLetterErrorDescription;
   return out;
 }
-
-export { normaliseAddress };
