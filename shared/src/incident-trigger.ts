@@ -1,5 +1,6 @@
 import { z } from "zod";
 import type { IncidentRef } from "./messages.ts";
+import { describeIssues, InvalidInputError } from "./errors.ts";
 
 /**
  * The body the Sentinel playbook forwards to the intake queue: the Logic Apps "Microsoft Sentinel
@@ -43,15 +44,12 @@ export interface ParsedTrigger {
   eventType: string;
 }
 
-export class InvalidInputError extends Error {
-  override name = "InvalidInputError";
-}
+export { InvalidInputError };
 
 export function parseIncidentTrigger(body: unknown): ParsedTrigger {
   const parsed = incidentTriggerSchema.safeParse(body);
   if (!parsed.success) {
-    const problems = parsed.error.issues.slice(0, 5).map((i) => `${i.path.join(".") || "(body)"}: ${i.message}`);
-    throw new InvalidInputError(`Not a Sentinel incident trigger body: ${problems.join("; ")}`);
+    throw new InvalidInputError(`Not a Sentinel incident trigger body: ${describeIssues(parsed.error)}`, "InvalidIncidentTrigger");
   }
   const trigger = parsed.data;
   const incidentId = trigger.object.name ?? trigger.object.id.split("/").pop()!;

@@ -1,6 +1,6 @@
 import { artifactCommandSchema, type FileArtifact } from "@connector/shared/messages";
 import { ApiError } from "@connector/shared/clients/http";
-import { InvalidInputError } from "@connector/shared/incident-trigger";
+import { describeIssues, InvalidInputError } from "@connector/shared/errors";
 import { newStagingBlobName } from "@connector/shared/staging";
 import { encodeCollectArgs, type CollectOs } from "@connector/shared/live-response/args";
 import { sandboxEnvironmentFor } from "@connector/shared/anyrun/options";
@@ -29,14 +29,14 @@ export function originalPath(artifact: FileArtifact, os: CollectOs): string {
 export async function handleCollectFile(body: unknown, deps: CoreDeps): Promise<"started" | "skipped" | "failed" | "retrying"> {
   const parsed = artifactCommandSchema.safeParse(body);
   if (!parsed.success || parsed.data.artifact.kind !== "file") {
-    throw new InvalidInputError(`Not a file artifact command: ${parsed.success ? "kind is not file" : parsed.error.issues[0]?.message}`);
+    throw new InvalidInputError(`Not a file artifact command: ${parsed.success ? "kind is not file" : describeIssues(parsed.error)}`);
   }
   const command = parsed.data;
   const { incident } = command;
   const artifact = command.artifact as FileArtifact;
   const log = deps.logger.child({ incidentId: incident.incidentId, artifactId: artifact.artifactId, deviceId: artifact.deviceId });
   const job = await deps.jobs.get(incident.incidentId, artifact.artifactId);
-  if (!job) throw new InvalidInputError(`No job recorded for ${incident.incidentId}/${artifact.artifactId}`);
+  if (!job) throw new InvalidInputError(`No job recorded for ${incident.incidentId}/${artifact.artifactId}`, "UnknownJob");
   if (job.status !== "queued") {
     log.info("file already handled; nothing to do", { status: job.status });
     return "skipped";

@@ -1,6 +1,6 @@
 import type { EventGridEvent } from "@azure/functions";
 import { analysisCompletedSchema } from "@connector/shared/messages";
-import { InvalidInputError } from "@connector/shared/incident-trigger";
+import { describeIssues, InvalidInputError } from "@connector/shared/errors";
 import { buildIndicator, type IocType } from "@connector/shared/clients/stix";
 import { chunk } from "@connector/shared/clients/sentinel-ti";
 import type { CoreDeps, SandboxIoc } from "./ports.ts";
@@ -28,11 +28,11 @@ export interface EnrichResult {
  */
 export async function handleAnalysisCompleted(event: Pick<EventGridEvent, "data" | "id">, deps: CoreDeps): Promise<EnrichResult> {
   const parsed = analysisCompletedSchema.safeParse(event.data);
-  if (!parsed.success) throw new InvalidInputError(`Not an analysis-completed event: ${parsed.error.issues[0]?.message}`);
+  if (!parsed.success) throw new InvalidInputError(`Not an analysis-completed event: ${describeIssues(parsed.error)}`);
   const data = parsed.data;
   const log = deps.logger.child({ incidentId: data.incident.incidentId, artifactId: data.artifactId, taskId: data.taskId });
   const job = await deps.jobs.get(data.incident.incidentId, data.artifactId);
-  if (!job) throw new InvalidInputError(`No job recorded for ${data.incident.incidentId}/${data.artifactId}`);
+  if (!job) throw new InvalidInputError(`No job recorded for ${data.incident.incidentId}/${data.artifactId}`, "UnknownJob");
   if (job.status === "enriched" || job.status === "failed") {
     log.info("incident already enriched for this artifact; duplicate event ignored");
     return { outcome: "skipped" };

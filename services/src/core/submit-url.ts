@@ -3,20 +3,20 @@ import { ApiError } from "@connector/shared/clients/http";
 import type { CoreDeps } from "./ports.ts";
 import { addSeconds, failJob, now, retryCommand } from "./job-outcomes.ts";
 import { isRetryable } from "./backoff.ts";
-import { InvalidInputError } from "@connector/shared/incident-trigger";
+import { describeIssues, InvalidInputError } from "@connector/shared/errors";
 
 /** URL submission: one sandbox task per URL artifact, then a scheduled watch of the task. */
 export async function handleSubmitUrl(body: unknown, deps: CoreDeps): Promise<"submitted" | "skipped" | "failed" | "retrying"> {
   const parsed = artifactCommandSchema.safeParse(body);
   if (!parsed.success || parsed.data.artifact.kind !== "url") {
-    throw new InvalidInputError(`Not a URL artifact command: ${parsed.success ? "kind is not url" : parsed.error.issues[0]?.message}`);
+    throw new InvalidInputError(`Not a URL artifact command: ${parsed.success ? "kind is not url" : describeIssues(parsed.error)}`);
   }
   const command = parsed.data;
   const { incident } = command;
   const artifact = command.artifact as UrlArtifact;
   const log = deps.logger.child({ incidentId: incident.incidentId, artifactId: artifact.artifactId });
   const job = await deps.jobs.get(incident.incidentId, artifact.artifactId);
-  if (!job) throw new InvalidInputError(`No job recorded for ${incident.incidentId}/${artifact.artifactId}`);
+  if (!job) throw new InvalidInputError(`No job recorded for ${incident.incidentId}/${artifact.artifactId}`, "UnknownJob");
   if (job.status !== "queued") {
     log.info("URL already handled; nothing to do", { status: job.status });
     return "skipped";

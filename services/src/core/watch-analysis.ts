@@ -1,6 +1,6 @@
 import { analysisWatchSchema } from "@connector/shared/messages";
 import { ApiError } from "@connector/shared/clients/http";
-import { InvalidInputError } from "@connector/shared/incident-trigger";
+import { describeIssues, InvalidInputError } from "@connector/shared/errors";
 import type { CoreDeps } from "./ports.ts";
 import { addSeconds, now } from "./job-outcomes.ts";
 import { backoffSeconds, isRetryable } from "./backoff.ts";
@@ -11,11 +11,11 @@ import { backoffSeconds, isRetryable } from "./backoff.ts";
  */
 export async function handleAnalysisWatch(body: unknown, deps: CoreDeps): Promise<"pending" | "done" | "failed" | "timeout" | "skipped"> {
   const parsed = analysisWatchSchema.safeParse(body);
-  if (!parsed.success) throw new InvalidInputError(`Not an analysis watch message: ${parsed.error.issues[0]?.message}`);
+  if (!parsed.success) throw new InvalidInputError(`Not an analysis watch message: ${describeIssues(parsed.error)}`);
   const watch = parsed.data;
   const log = deps.logger.child({ incidentId: watch.incident.incidentId, artifactId: watch.artifactId, taskId: watch.taskId });
   const job = await deps.jobs.get(watch.incident.incidentId, watch.artifactId);
-  if (!job) throw new InvalidInputError(`No job recorded for ${watch.incident.incidentId}/${watch.artifactId}`);
+  if (!job) throw new InvalidInputError(`No job recorded for ${watch.incident.incidentId}/${watch.artifactId}`, "UnknownJob");
   if (job.status !== "submitted" || job.taskId !== watch.taskId) {
     log.info("task already settled; poll ignored", { status: job.status });
     return "skipped";

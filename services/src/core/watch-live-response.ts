@@ -1,6 +1,6 @@
 import { liveResponseWatchSchema } from "@connector/shared/messages";
 import { ApiError } from "@connector/shared/clients/http";
-import { InvalidInputError } from "@connector/shared/incident-trigger";
+import { describeIssues, InvalidInputError } from "@connector/shared/errors";
 import { isTerminalActionStatus } from "@connector/shared/clients/mde";
 import { parseCollectResult } from "@connector/shared/live-response/result";
 import { ConcurrentUpdateError } from "@connector/shared/job-store";
@@ -15,11 +15,11 @@ import { backoffSeconds, isRetryable } from "./backoff.ts";
  */
 export async function handleLiveResponseWatch(body: unknown, deps: CoreDeps): Promise<"pending" | "uploaded" | "failed" | "skipped"> {
   const parsed = liveResponseWatchSchema.safeParse(body);
-  if (!parsed.success) throw new InvalidInputError(`Not a Live Response watch message: ${parsed.error.issues[0]?.message}`);
+  if (!parsed.success) throw new InvalidInputError(`Not a Live Response watch message: ${describeIssues(parsed.error)}`);
   const watch = parsed.data;
   const log = deps.logger.child({ incidentId: watch.incident.incidentId, artifactId: watch.artifactId, machineActionId: watch.machineActionId });
   const job = await deps.jobs.get(watch.incident.incidentId, watch.artifactId);
-  if (!job) throw new InvalidInputError(`No job recorded for ${watch.incident.incidentId}/${watch.artifactId}`);
+  if (!job) throw new InvalidInputError(`No job recorded for ${watch.incident.incidentId}/${watch.artifactId}`, "UnknownJob");
   if (job.status !== "collecting" || job.machineActionId !== watch.machineActionId) {
     log.info("collection already settled; poll ignored", { status: job.status });
     return "skipped";

@@ -1,3 +1,4 @@
+import "./servicebus-extension.js";
 import type { FunctionDefinition } from "@connector/shared/function-definition";
 import { intake } from "./intake.ts";
 import { submitUrl } from "./submit-url.ts";

@@ -1,6 +1,6 @@
 import type { InvocationContext } from "@azure/functions";
 import { createLogger, type Logger } from "@connector/shared/logger";
-import { InvalidInputError } from "@connector/shared/incident-trigger";
+import { InvalidInputError } from "@connector/shared/errors";
 
 /**
  * The one place where a handler's failure is logged before the host settles the message: the

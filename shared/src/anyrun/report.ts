@@ -1,5 +1,8 @@
 import { isIP } from "node:net";
 import { z } from "zod";
+import { describeIssues } from "../errors.ts";
+
+export { describeIssues };
 import type { components } from "../clients/generated/anyrun.ts";
 
 /**
@@ -147,12 +150,6 @@ export function parseReport(body: unknown): AnyRunReport {
   return result.data;
 }
 
-export function describeIssues(error: z.ZodError): string {
-  return error.issues
-    .slice(0, 5)
-    .map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`)
-    .join("; ");
-}
 
 // ---------------------------------------------------------------- IoCs
 

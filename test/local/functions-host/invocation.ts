@@ -16,6 +16,8 @@ export interface InvocationRecord {
   /** Service Bus: host-style delivery count (1 on first delivery). */
   readonly deliveryCount?: number;
   readonly messageId?: string;
+  /** Service Bus: how the function settled the message (completed, abandoned, deadLettered). */
+  readonly settlement?: string;
   readonly eventId?: string;
   readonly error?: string;
   readonly startedAt: string;

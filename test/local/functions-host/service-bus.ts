@@ -6,7 +6,7 @@
  * dead-letters poison messages).
  */
 import type { ServiceBusClient, ServiceBusReceivedMessage, ServiceBusReceiver } from "@azure/service-bus";
-import type { ServiceBusFunctionDefinition } from "@connector/shared/function-definition";
+import { settlingHandler, type ServiceBusFunctionDefinition, type ServiceBusMessageContextLike } from "@connector/shared/function-definition";
 import { connectionSettings, type FunctionTrigger } from "@connector/shared/topology";
 import type { Logger } from "@connector/shared/logger";
 import { createInvocationContext, type InvocationRecord } from "./invocation.ts";
@@ -57,15 +57,19 @@ export function startServiceBusListener(
   const inFlight = new Set<Promise<void>>();
   let closing = false;
 
-  const settle = async (action: "complete" | "abandon", message: ServiceBusReceivedMessage) => {
-    try {
-      if (action === "complete") await receiver.completeMessage(message);
-      else await receiver.abandonMessage(message);
-    } catch (err) {
+  const guarded = (action: string, call: () => Promise<void>, message: ServiceBusReceivedMessage) =>
+    call().catch((err: unknown) => {
       // Lock lost or link gone: the broker redelivers the message after the lock expires.
       logger.warn(`could not ${action} message`, { messageId: String(message.messageId ?? ""), error: err });
-    }
+    });
+  // The settlement actions the host gives an sdkBinding function, backed by this receiver.
+  const actions: ServiceBusMessageContextLike["actions"] = {
+    complete: (m) => guarded("complete", () => receiver.completeMessage(m), m),
+    abandon: (m) => guarded("abandon", () => receiver.abandonMessage(m), m),
+    deadletter: (m, _properties, reason, description) =>
+      guarded("dead-letter", () => receiver.deadLetterMessage(m, { deadLetterReason: reason ?? "", deadLetterErrorDescription: description ?? "" }), m),
   };
+  const handler = settlingHandler(definition);
 
   const invoke = async (message: ServiceBusReceivedMessage) => {
     const input = triggerInputFromBody(message.body);
@@ -85,20 +89,17 @@ export function startServiceBusListener(
       messageId: message.messageId === undefined ? undefined : String(message.messageId),
       startedAt: new Date(started).toISOString(),
     };
+    let settlement: string;
     try {
-      await definition.handler(input, context);
+      settlement = (await handler({ messages: [message], actions }, context)).join(",");
     } catch (err) {
-      logger.warn("function failed; abandoning message", {
-        invocationId: context.invocationId,
-        deliveryCount: base.deliveryCount,
-        error: err,
-      });
+      // The function itself failed before settling (a settlement call threw): the host abandons.
+      logger.warn("function failed; abandoning message", { invocationId: context.invocationId, deliveryCount: base.deliveryCount, error: err });
       options.record({ ...base, outcome: "failed", error: err instanceof Error ? err.message : String(err), durationMs: Date.now() - started });
-      await settle("abandon", message);
+      await actions.abandon(message);
       return;
     }
-    options.record({ ...base, outcome: "succeeded", durationMs: Date.now() - started });
-    await settle("complete", message);
+    options.record({ ...base, outcome: settlement === "completed" ? "succeeded" : "failed", settlement, durationMs: Date.now() - started });
   };
 
   const subscription = receiver.subscribe(
