@@ -47,6 +47,8 @@ export interface LocalRuntime {
   /** Seeds the doubles with what a sample incident needs (incident, entities, quarantined files). */
   seed(sample: Pick<SampleIncident, "body" | "quarantine">): void;
   startHost(): Promise<void>;
+  /** Everything the functions host process printed (its structured logs), for secret scans. */
+  hostOutput(): string;
   /** Kills the functions host at once (SIGKILL in process mode), as a crash would. */
   killHost(): Promise<void>;
   close(): Promise<void>;
@@ -118,6 +120,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     });
 
     let child: ChildProcess | undefined;
+    const output: string[] = [];
     let inline: FunctionsHost | undefined;
     const hostMode = options.host ?? "process";
 
@@ -127,7 +130,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
         inline = await startFunctionsHost({ eventGrid, serviceBusConnectionString: env.SERVICEBUS_CONNECTION!, logger });
         return;
       }
-      child = await spawnHost(env, logger);
+      child = await spawnHost(env, logger, (text) => output.push(text));
     };
     const killHost = async () => {
       if (inline) {
@@ -180,6 +183,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       },
       startHost,
       killHost,
+      hostOutput: () => output.join(""),
       close: closeAll,
     };
   } catch (err) {
@@ -190,7 +194,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
 
 const hostEntry = fileURLToPath(new URL("./functions-host/main.ts", import.meta.url));
 
-async function spawnHost(env: Record<string, string>, logger: Logger): Promise<ChildProcess> {
+async function spawnHost(env: Record<string, string>, logger: Logger, record: (text: string) => void): Promise<ChildProcess> {
   const child = spawn(process.execPath, ["--import", "tsx", hostEntry], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
@@ -201,6 +205,7 @@ async function spawnHost(env: Record<string, string>, logger: Logger): Promise<C
     let buffered = "";
     child.stdout!.on("data", (chunk: Buffer) => {
       const text = chunk.toString("utf8");
+      record(text);
       if (!ready) {
         buffered += text;
         if (/functions host ready/i.test(buffered)) {
@@ -212,6 +217,7 @@ async function spawnHost(env: Record<string, string>, logger: Logger): Promise<C
       if (process.env.LOCAL_RUNTIME_VERBOSE) process.stderr.write(text);
     });
     child.stderr!.on("data", (chunk: Buffer) => {
+      record(chunk.toString("utf8"));
       if (process.env.LOCAL_RUNTIME_VERBOSE) process.stderr.write(chunk);
       else logger.debug("functions host stderr", { text: chunk.toString("utf8").slice(0, 500) });
     });
