@@ -38,6 +38,7 @@ export function settingsFrom(config: Config): Settings {
     fileOptions,
     tiValidDays: config.TI_VALID_DAYS,
     retry: { baseSeconds: config.RETRY_BASE_SECONDS, maxSeconds: config.RETRY_MAX_SECONDS, maxAttempts: config.RETRY_MAX_ATTEMPTS },
+    submissionGraceSeconds: config.SUBMISSION_GRACE_SECONDS,
   };
 }
 

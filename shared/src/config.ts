@@ -68,6 +68,8 @@ export const configSchema = z.object({
   RETRY_BASE_SECONDS: seconds.default(10),
   RETRY_MAX_SECONDS: seconds.default(900),
   RETRY_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(12),
+  /** A submission in flight longer than this (upload timeout + margin) counts as "outcome unknown". */
+  SUBMISSION_GRACE_SECONDS: seconds.default(720),
 
   /** `default` = DefaultAzureCredential (managed identity in Azure). `local` = the local runtime's token stand-in. */
   AZURE_CREDENTIAL: z.enum(["default", "local"]).default("default"),

@@ -12,7 +12,8 @@ export const jobStatuses = [
   "queued", // command published, nothing done yet
   "collecting", // Live Response action started on the endpoint
   "uploaded", // sample is in the staging container
-  "submitting", // about to POST to the sandbox
+  "submitting", // POST to the sandbox in flight (or interrupted by a crash)
+  "submission_uncertain", // the POST ended without a clear answer: reconcile with the history first
   "submitted", // sandbox task exists (taskId set)
   "completed", // sandbox finished; completion event published
   "enriched", // verdict written to the incident
@@ -33,6 +34,8 @@ export interface JobRecord {
   taskUrl?: string;
   machineActionId?: string;
   blobName?: string;
+  /** SHA-256 of the collected sample (files), recorded before submission for reconciliation. */
+  sampleSha256?: string;
   /** Sandbox environment chosen from the endpoint (env_os, env_version, env_bitness). */
   sandboxEnvironment?: Record<string, string>;
   verdict?: { threatLevel: number; threatLevelText: string; score: number };
@@ -83,6 +86,7 @@ function fromEntity(entity: TableEntityResult<Record<string, unknown>>): JobReco
     ...(opt("taskUrl") ? { taskUrl: opt("taskUrl") } : {}),
     ...(opt("machineActionId") ? { machineActionId: opt("machineActionId") } : {}),
     ...(opt("blobName") ? { blobName: opt("blobName") } : {}),
+    ...(opt("sampleSha256") ? { sampleSha256: opt("sampleSha256") } : {}),
     ...(opt("failure") ? { failure: opt("failure") } : {}),
     ...(opt("sandboxEnvironment") ? { sandboxEnvironment: json("sandboxEnvironment") } : {}),
     ...(opt("verdict") ? { verdict: json("verdict") } : {}),

@@ -34,5 +34,21 @@ export function createSandboxPort(options: AnyRunClientOptions & { appUrl?: stri
       return (await client.getIocs(taskId)).map((i) => ({ type: i.type, value: i.ioc, reputation: i.reputation }));
     },
     taskUrl,
+    async findTask({ url, sha256, since }) {
+      const earliest = since.getTime() - 5 * 60_000;
+      // History is newest first; three pages of 100 cover far more than one connector's in-flight work.
+      for (let page = 0; page < 3; page++) {
+        const tasks = await client.getHistory({ skip: page * 100, limit: 100 });
+        for (const t of tasks) {
+          const date = t.date ? Date.parse(t.date) : Number.NaN;
+          if (!Number.isNaN(date) && date < earliest) return undefined;
+          const sameUrl = url !== undefined && t.name === url;
+          const sameFile = sha256 !== undefined && t.hashes?.sha256?.toLowerCase() === sha256.toLowerCase();
+          if ((sameUrl || sameFile) && t.uuid) return t.uuid;
+        }
+        if (tasks.length < 100) return undefined;
+      }
+      return undefined;
+    },
   };
 }

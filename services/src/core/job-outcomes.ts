@@ -25,14 +25,20 @@ export function addSeconds(date: Date, seconds: number): Date {
  * Puts the job back to "queued" and schedules the same command again with backoff; once the
  * retry budget is spent, the job fails with a comment that says what kept failing.
  */
-export async function retryCommand(deps: CoreDeps, job: JobRecord, command: ArtifactCommand, err: ApiError): Promise<"retrying" | "failed"> {
+export async function retryCommand(
+  deps: CoreDeps,
+  job: JobRecord,
+  command: ArtifactCommand,
+  err: ApiError,
+  options: { keepStatus?: boolean } = {},
+): Promise<"retrying" | "failed"> {
   const next = command.attempt + 1;
   if (next >= deps.settings.retry.maxAttempts) {
     await failJob(deps, job, `Gave up after ${next} attempts: ${describeApiError(err)}.`);
     return "failed";
   }
   const delay = backoffSeconds(command.attempt, deps.settings.retry, err.retryAfterSeconds);
-  await deps.jobs.update(job.incidentId, job.artifactId, { status: "queued" });
+  if (!options.keepStatus) await deps.jobs.update(job.incidentId, job.artifactId, { status: "queued" });
   await deps.bus.scheduleArtifactCommand({ ...command, attempt: next }, addSeconds(now(deps), delay));
   deps.logger.info("will try again later", { incidentId: job.incidentId, artifactId: job.artifactId, attempt: next, delaySeconds: delay, cause: describeApiError(err) });
   return "retrying";

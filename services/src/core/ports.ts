@@ -36,6 +36,8 @@ export interface SandboxPort {
   getReport(taskId: string): Promise<SandboxReport>;
   getIocs(taskId: string): Promise<SandboxIoc[]>;
   taskUrl(taskId: string): string;
+  /** A task in the account's history submitted since `since` for this URL or SHA-256 (newest first). */
+  findTask(criteria: { url?: string; sha256?: string; since: Date }): Promise<string | undefined>;
 }
 
 /** The MDE calls the cores make (the typed client satisfies it). */
@@ -64,6 +66,8 @@ export interface Settings {
   fileOptions: SandboxOptionValues;
   tiValidDays: number;
   retry: { baseSeconds: number; maxSeconds: number; maxAttempts: number };
+  /** How long a submission may be in flight before another delivery treats its outcome as unknown. */
+  submissionGraceSeconds: number;
 }
 
 export interface CoreDeps {

@@ -2,10 +2,17 @@ import type { EventGridEvent } from "@azure/functions";
 import { ApiError } from "@connector/shared/clients/http";
 import { parseBlobSubject, parseStagingBlobName, verifyHashes } from "@connector/shared/staging";
 import { eventTypes } from "@connector/shared/topology";
+import type { JobRecord } from "@connector/shared/job-store";
 import type { CoreDeps } from "./ports.ts";
-import { addSeconds, failJob, now } from "./job-outcomes.ts";
+import { failJob } from "./job-outcomes.ts";
+import { decideSubmission, outcomeUnknown, recordSubmitted } from "./submission.ts";
 
-export type SubmitFileOutcome = "submitted" | "ignored" | "skipped" | "failed";
+export type SubmitFileOutcome = "submitted" | "adopted" | "ignored" | "skipped" | "failed";
+
+/** Thrown to have Event Grid deliver the event again later (its retry schedule is the backoff). */
+export class RetryLaterError extends Error {
+  override name = "RetryLaterError";
+}
 
 /**
  * File submission, on BlobCreated for the staging container: match the blob to its collection
@@ -30,60 +37,70 @@ export async function handleBlobCreated(event: Pick<EventGridEvent, "eventType" 
     return "ignored";
   }
   const jlog = log.child({ incidentId: job.incidentId, artifactId: job.artifactId });
-  if (job.status !== "collecting" && job.status !== "uploaded") {
+  if (!["collecting", "uploaded", "submitting", "submission_uncertain"].includes(job.status)) {
     jlog.info("sample already handled; duplicate event ignored", { status: job.status });
     return "skipped";
   }
 
-  const digest = await deps.staging.digest(blob.blobName);
+  if (job.status === "submitting" || job.status === "submission_uncertain") {
+    const decision = await decideSubmission(deps, job, { sha256: job.sampleSha256 });
+    if (decision.action === "wait") throw new RetryLaterError("a submission of this sample may still be in flight");
+    if (decision.action === "adopt") {
+      await recordSubmitted(deps, job, { kind: "adopted", taskId: decision.taskId });
+      await deps.staging.delete(blob.blobName);
+      jlog.info("adopted the task an earlier attempt created", { taskId: decision.taskId });
+      return "adopted";
+    }
+  }
+  return submit(deps, job, blob.blobName, jlog);
+}
+
+async function submit(deps: CoreDeps, job: JobRecord, blobName: string, log: CoreDeps["logger"]): Promise<SubmitFileOutcome> {
+  if (job.artifact.kind !== "file") return "ignored";
+  const digest = await deps.staging.digest(blobName);
   if (!digest) {
     await failJob(deps, job, "The uploaded sample vanished from the staging container before submission (is malware scanning deleting it?).");
     return "failed";
   }
   if (digest.size === 0) {
-    await deps.staging.delete(blob.blobName);
+    await deps.staging.delete(blobName);
     await failJob(deps, job, "The endpoint uploaded an empty file.");
     return "failed";
   }
   const check = verifyHashes(job.artifact.hashes, digest);
   if (!check.ok) {
-    await deps.staging.delete(blob.blobName);
+    await deps.staging.delete(blobName);
     await failJob(deps, job, `The collected file's ${check.algorithm} ${check.actual} does not match the incident's ${check.expected}; not submitted.`);
     return "failed";
   }
 
-  await deps.jobs.update(job.incidentId, job.artifactId, { status: "submitting" }, job.etag);
+  // Recorded before the paid call: a crash from here on leaves "submitting", never a blind resubmit.
+  await deps.jobs.update(job.incidentId, job.artifactId, { status: "submitting", sampleSha256: digest.sha256 }, job.etag);
   let result;
   try {
     result = await deps.sandbox.submitFile(
-      { fileName: job.artifact.fileName, content: await deps.staging.openRead(blob.blobName), size: digest.size },
+      { fileName: job.artifact.fileName, content: await deps.staging.openRead(blobName), size: digest.size },
       { ...deps.settings.fileOptions, ...sandboxEnvironmentOptions(job.sandboxEnvironment) },
     );
   } catch (err) {
-    if (err instanceof ApiError && !err.transient) {
-      await deps.staging.delete(blob.blobName);
-      await failJob(deps, job, `The sandbox refused the file (${err.status}${err.code ? ` ${err.code}` : ""}).`);
+    if (outcomeUnknown(err)) {
+      await deps.jobs.update(job.incidentId, job.artifactId, { status: "submission_uncertain" });
+      throw err; // Event Grid redelivers; the next delivery reconciles with the history first.
+    }
+    if (err instanceof ApiError && err.status === 429) {
+      await deps.jobs.update(job.incidentId, job.artifactId, { status: "uploaded" });
+      throw err; // no task was created; Event Grid's retry schedule is the backoff
+    }
+    if (err instanceof ApiError) {
+      await deps.staging.delete(blobName);
+      await failJob(deps, job, `The sandbox refused the file (${err.status}${err.code ? ` ${err.code}` : ""}: ${err.message.slice(0, 200)}).`);
       return "failed";
     }
-    await deps.jobs.update(job.incidentId, job.artifactId, { status: "uploaded" });
     throw err;
   }
-  const taskId = result.kind === "task" ? result.taskId : result.queueTaskId;
-  const taskUrl = deps.sandbox.taskUrl(taskId);
-  await deps.jobs.update(job.incidentId, job.artifactId, { status: "submitted", taskId, taskUrl });
-  await deps.staging.delete(blob.blobName);
-  const start = now(deps);
-  await deps.bus.scheduleAnalysisWatch(
-    {
-      incident: job.incident,
-      artifactId: job.artifactId,
-      taskId,
-      attempt: 0,
-      deadline: addSeconds(start, deps.settings.analysisDeadlineMinutes * 60).toISOString(),
-    },
-    addSeconds(start, deps.settings.analysisPollSeconds),
-  );
-  jlog.info("file submitted to the sandbox", { taskId, size: digest.size, sha256: digest.sha256, environment: job.sandboxEnvironment });
+  const taskId = await recordSubmitted(deps, job, result);
+  await deps.staging.delete(blobName);
+  log.info("file submitted to the sandbox", { taskId, size: digest.size, sha256: digest.sha256, environment: job.sandboxEnvironment });
   return "submitted";
 }
 

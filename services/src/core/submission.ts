@@ -1,0 +1,56 @@
+import type { JobRecord } from "@connector/shared/job-store";
+import { ApiError } from "@connector/shared/clients/http";
+import type { CoreDeps, SubmitResult } from "./ports.ts";
+import { addSeconds, now } from "./job-outcomes.ts";
+
+/**
+ * Paid-submission safety. A sandbox submission whose outcome is unknown (a crash mid-POST, a
+ * timeout, a reset connection, a 5xx, a 2xx without a task id) is never blindly repeated: the job
+ * is marked uncertain, the account's analysis history is searched for the task, and only when it
+ * is not there is the sample submitted again.
+ */
+
+export type SubmissionDecision =
+  | { action: "submit" }
+  | { action: "adopt"; taskId: string }
+  /** Another delivery may still be in the middle of this submission: come back later. */
+  | { action: "wait" };
+
+export async function decideSubmission(deps: CoreDeps, job: JobRecord, match: { url?: string; sha256?: string }): Promise<SubmissionDecision> {
+  if (job.status !== "submitting" && job.status !== "submission_uncertain") return { action: "submit" };
+  const since = new Date(job.updatedAt);
+  if (job.status === "submitting" && now(deps).getTime() - since.getTime() < deps.settings.submissionGraceSeconds * 1000) {
+    return { action: "wait" };
+  }
+  const taskId = await deps.sandbox.findTask({ ...match, since });
+  deps.logger.info("reconciled an uncertain submission with the sandbox history", {
+    incidentId: job.incidentId,
+    artifactId: job.artifactId,
+    found: taskId ?? null,
+  });
+  return taskId ? { action: "adopt", taskId } : { action: "submit" };
+}
+
+/** 429 means no task was created; 5xx, no answer or a 2xx without an id leave the outcome unknown. */
+export function outcomeUnknown(err: unknown): err is ApiError {
+  return err instanceof ApiError && err.status !== 429 && (err.transient || err.code === "NoTaskId");
+}
+
+/** Records the task and schedules the first poll of it. */
+export async function recordSubmitted(deps: CoreDeps, job: JobRecord, result: SubmitResult | { kind: "adopted"; taskId: string }): Promise<string> {
+  const taskId = result.kind === "queued" ? result.queueTaskId : result.taskId;
+  const taskUrl = deps.sandbox.taskUrl(taskId);
+  await deps.jobs.update(job.incidentId, job.artifactId, { status: "submitted", taskId, taskUrl });
+  const start = now(deps);
+  await deps.bus.scheduleAnalysisWatch(
+    {
+      incident: job.incident,
+      artifactId: job.artifactId,
+      taskId,
+      attempt: 0,
+      deadline: addSeconds(start, deps.settings.analysisDeadlineMinutes * 60).toISOString(),
+    },
+    addSeconds(start, deps.settings.analysisPollSeconds),
+  );
+  return taskId;
+}
