@@ -1,0 +1,148 @@
+import { describe, expect, it } from "vitest";
+import { readFileSync } from "node:fs";
+import { handleIncidentTrigger, commentIds } from "@connector/services/core/intake";
+import { handleAnalysisWatch } from "@connector/services/core/watch-analysis";
+import { handleAnalysisCompleted } from "@connector/services/core/enrich";
+import { InvalidInputError } from "@connector/shared/errors";
+import { coreDeps, incident } from "./support/core-deps.ts";
+
+const trigger = JSON.parse(readFileSync(new URL("../fixtures/microsoft/sentinel-incident-trigger-body.COMPOSITE.json", import.meta.url), "utf8"));
+
+function intakeDeps(ctx: ReturnType<typeof coreDeps>) {
+  return { jobs: ctx.deps.jobs, bus: ctx.deps.bus, sentinel: ctx.deps.incidents, logger: ctx.deps.logger };
+}
+
+describe("intake", () => {
+  it("records one job per artifact, publishes one command and posts the started comment", async () => {
+    const ctx = coreDeps();
+    const result = await handleIncidentTrigger(trigger, intakeDeps(ctx));
+    expect(result.published).toHaveLength(1);
+    expect(ctx.recorded.commands).toEqual([expect.objectContaining({ attempt: 0, artifact: expect.objectContaining({ kind: "file", fileName: "eicar.com" }) })]);
+    const jobs = await ctx.deps.jobs.listByIncident("33333333-3333-3333-3333-333333333333");
+    expect(jobs.map((j) => j.status)).toEqual(["queued"]);
+    expect(ctx.recorded.comments.get(commentIds.started("33333333-3333-3333-3333-333333333333"))).toContain("analysis started</b> for 1 artifact(s)");
+  });
+
+  it("publishes nothing again once the artifact's work has started", async () => {
+    const ctx = coreDeps();
+    await handleIncidentTrigger(trigger, intakeDeps(ctx));
+    const [job] = await ctx.deps.jobs.listByIncident("33333333-3333-3333-3333-333333333333");
+    await ctx.deps.jobs.update(job!.incidentId, job!.artifactId, { status: "collecting" });
+    const again = await handleIncidentTrigger({ ...trigger, objectEventType: "Update" }, intakeDeps(ctx));
+    expect(again.alreadyKnown).toEqual([job!.artifactId]);
+    expect(ctx.recorded.commands).toHaveLength(1);
+    expect(ctx.recorded.comments.size).toBe(1);
+  });
+
+  it("reads the entities from the incident when the trigger carries none", async () => {
+    const ctx = coreDeps();
+    ctx.deps.incidents.listEntities = async () => [{ kind: "Url", properties: { url: "https://example.org/a" } }];
+    const body = structuredClone(trigger);
+    body.object.properties.relatedEntities = [];
+    const result = await handleIncidentTrigger(body, intakeDeps(ctx));
+    expect(result.entitiesFrom).toBe("api");
+    expect(ctx.recorded.commands[0]?.artifact).toMatchObject({ kind: "url", url: "https://example.org/a" });
+  });
+
+  it("says so on the incident when nothing can be analysed", async () => {
+    const ctx = coreDeps();
+    const body = structuredClone(trigger);
+    body.object.properties.relatedEntities = [{ kind: "Account", properties: { accountName: "bob" } }];
+    await handleIncidentTrigger(body, intakeDeps(ctx));
+    expect([...ctx.recorded.comments.values()][0]).toContain("no URL or file the sandbox can analyse");
+    expect(ctx.recorded.commands).toEqual([]);
+  });
+
+  it("dead-letters a body that is not an incident trigger with a reason", async () => {
+    const ctx = coreDeps();
+    const err = await handleIncidentTrigger({ object: {} }, intakeDeps(ctx)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidInputError);
+    expect(err).toMatchObject({ reason: "InvalidIncidentTrigger" });
+    expect((err as Error).message).toMatch(/workspaceId/);
+  });
+});
+
+const urlArtifact = { kind: "url" as const, artifactId: "url-aaaaaaaaaaaaaaaaaaaaaaaa", url: "https://example.com/" };
+
+async function submittedJob(ctx: ReturnType<typeof coreDeps>) {
+  await ctx.deps.jobs.create({ incidentId: incident.incidentId, artifactId: urlArtifact.artifactId, status: "queued", incident, artifact: urlArtifact });
+  await ctx.deps.jobs.update(incident.incidentId, urlArtifact.artifactId, { status: "submitted", taskId: "t1", taskUrl: "https://app.any.run/tasks/t1" });
+}
+
+describe("analysis watch", () => {
+  const watch = { incident, artifactId: urlArtifact.artifactId, taskId: "t1", attempt: 0, deadline: "2026-12-01T10:30:00.000Z" };
+
+  it("polls again while the task runs and never reads a verdict from it", async () => {
+    const ctx = coreDeps({ report: async () => ({ final: false, failed: false, taskUrl: "u", tags: [] }) });
+    await submittedJob(ctx);
+    expect(await handleAnalysisWatch(watch, ctx.deps)).toBe("pending");
+    expect(ctx.recorded.analysisWatches.map((w) => w.watch.attempt)).toEqual([1]);
+    expect(ctx.recorded.events).toEqual([]);
+  });
+
+  it("publishes the completion once the report is final, and a timeout past the deadline", async () => {
+    const ctx = coreDeps();
+    await submittedJob(ctx);
+    expect(await handleAnalysisWatch(watch, ctx.deps)).toBe("done");
+    expect(ctx.recorded.events).toEqual([{ incident, artifactId: urlArtifact.artifactId, taskId: "t1", outcome: "done" }]);
+    expect(await handleAnalysisWatch(watch, ctx.deps)).toBe("skipped");
+
+    const late = coreDeps({ report: async () => ({ final: false, failed: false, taskUrl: "u", tags: [] }) });
+    await submittedJob(late);
+    expect(await handleAnalysisWatch({ ...watch, deadline: "2026-12-01T09:00:00.000Z" }, late.deps)).toBe("timeout");
+  });
+});
+
+describe("enrichment", () => {
+  const event = (outcome: "done" | "failed" | "timeout" = "done") => ({ id: "e1", data: { incident, artifactId: urlArtifact.artifactId, taskId: "t1", outcome } });
+  const iocs = [
+    { type: "sha256", value: "a".repeat(64), reputation: 2 },
+    { type: "domain", value: "evil.example.net", reputation: 1 },
+    { type: "ip", value: "198.51.100.7", reputation: 0 },
+    { type: "mutex", value: "Global\\x", reputation: 2 },
+  ];
+
+  it("writes verdict, labels and only malicious/suspicious indicators", async () => {
+    const ctx = coreDeps({ iocs });
+    await submittedJob(ctx);
+    const result = await handleAnalysisCompleted(event(), ctx.deps);
+    expect(result).toMatchObject({ outcome: "enriched", indicators: 2 });
+    const comment = ctx.recorded.comments.get(commentIds.result(incident.incidentId, urlArtifact.artifactId))!;
+    expect(comment).toContain("<td>Verdict</td><td>Malicious activity</td>");
+    expect(comment).toContain("evil.example.net");
+    expect(ctx.recorded.labels).toEqual(["ANY.RUN: Malicious activity", "trojan"]);
+    expect(ctx.recorded.uploads[0]!.map((o) => o["pattern"])).toEqual([
+      `[file:hashes.'SHA-256' = '${"a".repeat(64)}']`,
+      "[domain-name:value = 'evil.example.net']",
+    ]);
+  });
+
+  it("uploads nothing for a clean verdict", async () => {
+    const ctx = coreDeps({
+      iocs,
+      report: async () => ({ final: true, failed: false, taskUrl: "https://app.any.run/tasks/t1", verdict: { threatLevel: 0, threatLevelText: "No threats detected", score: 37 }, tags: [] }),
+    });
+    await submittedJob(ctx);
+    await handleAnalysisCompleted(event(), ctx.deps);
+    expect(ctx.recorded.uploads).toEqual([]);
+    expect(ctx.recorded.labels).toEqual(["ANY.RUN: No threats detected"]);
+  });
+
+  it("is a no-op for a repeated event, and splits large indicator sets into requests of at most 100", async () => {
+    const many = Array.from({ length: 250 }, (_, i) => ({ type: "domain", value: `host${i}.example.net`, reputation: 2 }));
+    const ctx = coreDeps({ iocs: many });
+    await submittedJob(ctx);
+    await handleAnalysisCompleted(event(), ctx.deps);
+    expect(ctx.recorded.uploads.map((u) => u.length)).toEqual([100, 100, 50]);
+    expect(await handleAnalysisCompleted(event(), ctx.deps)).toEqual({ outcome: "skipped" });
+    expect(ctx.recorded.uploads).toHaveLength(3);
+    expect(ctx.recorded.comments.size).toBe(1);
+  });
+
+  it("reports a failed or timed-out task on the incident", async () => {
+    const ctx = coreDeps();
+    await submittedJob(ctx);
+    expect(await handleAnalysisCompleted(event("timeout"), ctx.deps)).toEqual({ outcome: "failed" });
+    expect(ctx.recorded.comments.get(commentIds.failure(incident.incidentId, urlArtifact.artifactId))).toContain("did not finish before the connector&#39;s deadline");
+  });
+});
