@@ -17,7 +17,7 @@ import { startAzurite, type AzuriteInstance } from "@connector/local/azurite";
 import { DeliveryError, startLocalEventGrid, type LocalEventGrid } from "@connector/local/eventgrid/index";
 
 const fixture = JSON.parse(
-  readFileSync(new URL("../../../shared/fixtures/microsoft/eventgrid-blobcreated-eventgridschema.json", import.meta.url), "utf8"),
+  readFileSync(new URL("../fixtures/microsoft/eventgrid-blobcreated-eventgridschema.json", import.meta.url), "utf8"),
 ) as Record<string, unknown>;
 
 const quiet = createLogger({ level: "error" });

@@ -1,7 +1,7 @@
 /**
  * Event Grid schema helpers for the local Event Grid: resource ids, the validation a custom topic
  * applies to published events, and the `Microsoft.Storage.BlobCreated` event built from an upload
- * (shaped like shared/fixtures/microsoft/eventgrid-blobcreated-eventgridschema.json).
+ * (shaped like test/fixtures/microsoft/eventgrid-blobcreated-eventgridschema.json).
  */
 import { randomUUID } from "node:crypto";
 import type { EventGridEvent } from "@azure/functions";
