@@ -54,6 +54,12 @@ export class ConnectorAccess extends pulumi.ComponentResource {
       "Read, write and delete staged samples",
     );
     grant(
+      "eventgrid-deadletters",
+      "storageBlobDataContributor",
+      ConnectorStorage.containerId(args.storage.stagingAccount, storageDefaults.eventGridDeadLetterContainer),
+      "Operator replay: read and delete Event Grid dead letters",
+    );
+    grant(
       "staging-sas-delegation",
       "storageBlobDelegator",
       args.storage.stagingAccount.id,

@@ -252,6 +252,20 @@ describe("every function trigger points at an existing entity", () => {
           resourceId: `${functionApp.id}/functions/${fn}`,
           maxEventsPerBatch: 1,
         });
+      } else if (trigger.type === "http") {
+        // An HTTP function lives on the Function App itself (keys are the host's). The operator
+        // replay function reads every dead-letter sub-queue, re-sends to every queue and topic and
+        // reads / deletes Event Grid dead letters: its identity must reach all of them.
+        expect(functionApp.type).toBe("azure-native:web:WebApp");
+        expect(trigger.authLevel).not.toBe("anonymous");
+        const receivable = [...ofType("azure-native:servicebus:Queue"), ...ofType("azure-native:servicebus:Subscription")].map((r) => r.id);
+        expect(grantsTo(FUNCTION_PRINCIPAL_ID, ROLE.sbReceiver)).toEqual(expect.arrayContaining(receivable));
+        const sendable = [...ofType("azure-native:servicebus:Queue"), ...ofType("azure-native:servicebus:Topic")].map((r) => r.id);
+        expect(grantsTo(FUNCTION_PRINCIPAL_ID, ROLE.sbSender)).toEqual(expect.arrayContaining(sendable));
+        const staging = one("azure-native:storage:StorageAccount", (r) => r.inputs.allowSharedKeyAccess === false);
+        expect(grantsTo(FUNCTION_PRINCIPAL_ID, ROLE.blobContributor)).toContain(
+          `${staging.id}/blobServices/default/containers/${storageDefaults.eventGridDeadLetterContainer}`,
+        );
       } else {
         throw new Error(`trigger type ${(trigger as { type: string }).type} has no infrastructure check`);
       }
@@ -404,6 +418,7 @@ describe("role assignments", () => {
     expect(grantsTo(FUNCTION_PRINCIPAL_ID, ROLE.blobOwner)).toEqual([host.id]);
     expect(grantsTo(FUNCTION_PRINCIPAL_ID, ROLE.blobContributor)).toEqual([
       `${staging.id}/blobServices/default/containers/${storageDefaults.stagingContainer}`,
+      `${staging.id}/blobServices/default/containers/${storageDefaults.eventGridDeadLetterContainer}`,
     ]);
     expect(grantsTo(FUNCTION_PRINCIPAL_ID, ROLE.blobDelegator)).toEqual([staging.id]);
     expect(grantsTo(FUNCTION_PRINCIPAL_ID, ROLE.tableContributor)).toEqual([

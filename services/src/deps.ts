@@ -10,18 +10,20 @@ import { createMdeClient } from "@connector/shared/clients/mde";
 import { createSentinelClient } from "@connector/shared/clients/sentinel";
 import { createSentinelTiClient } from "@connector/shared/clients/sentinel-ti";
 import { sandboxOptionsFromConfig } from "@connector/shared/anyrun/options";
+import { LiveResponseLimits } from "@connector/shared/live-response/limits";
 import type { TokenCredential } from "@azure/identity";
 import type { CoreDeps, Settings } from "./core/ports.ts";
+import type { LiveResponseDeps } from "./core/live-response-sessions.ts";
 import { createSandboxPort } from "./adapters/sandbox.ts";
 
-export type Deps = CoreDeps & { stagingContainer: string };
+export type Deps = CoreDeps & LiveResponseDeps & { stagingContainer: string };
 
-function tableClient(config: Config, credential: TokenCredential): TableClient {
+function tableClient(config: Config, credential: TokenCredential, table = config.JOBS_TABLE): TableClient {
   if (config.STORAGE_CONNECTION) {
     const insecure = /TableEndpoint=http:\/\//i.test(config.STORAGE_CONNECTION) || /DefaultEndpointsProtocol=http;/i.test(config.STORAGE_CONNECTION);
-    return TableClient.fromConnectionString(config.STORAGE_CONNECTION, config.JOBS_TABLE, { allowInsecureConnection: insecure });
+    return TableClient.fromConnectionString(config.STORAGE_CONNECTION, table, { allowInsecureConnection: insecure });
   }
-  return new TableClient(config.STORAGE_TABLE_URL!, config.JOBS_TABLE, credential);
+  return new TableClient(config.STORAGE_TABLE_URL!, table, credential);
 }
 
 export function settingsFrom(config: Config): Settings {
@@ -49,6 +51,12 @@ export async function buildDeps(config: Config, credential: TokenCredential = cr
   const logger = createLogger({ level: config.LOG_LEVEL });
   const jobs = new JobStore(tableClient(config, credential));
   await jobs.ensureTable();
+  const liveResponseLimits = new LiveResponseLimits(tableClient(config, credential, config.LIVE_RESPONSE_TABLE), {
+    maxSessions: config.LIVE_RESPONSE_MAX_SESSIONS,
+    startsPerWindow: config.LIVE_RESPONSE_STARTS_PER_MINUTE,
+    windowSeconds: 60,
+  });
+  await liveResponseLimits.ensureTable();
   const staging = StagingStore.fromConfig(config, credential);
   const sentinel = createSentinelClient({ baseUrl: config.ARM_BASE_URL, apiVersion: config.SENTINEL_API_VERSION, credential, scope: config.ARM_SCOPE, logger });
   const ti = createSentinelTiClient({ baseUrl: config.SENTINEL_TI_BASE_URL, apiVersion: config.SENTINEL_TI_API_VERSION, credential, scope: config.ARM_SCOPE, logger });
@@ -60,6 +68,7 @@ export async function buildDeps(config: Config, credential: TokenCredential = cr
     stagingContainer: config.STAGING_CONTAINER,
     sandbox: createSandboxPort({ baseUrl: config.ANYRUN_BASE_URL, apiKey: config.ANYRUN_API_KEY, logger }),
     endpoints: createMdeClient({ baseUrl: config.MDE_BASE_URL, credential, scope: config.MDE_SCOPE, logger }),
+    liveResponse: { limits: liveResponseLimits, intentGraceSeconds: config.LIVE_RESPONSE_INTENT_GRACE_SECONDS },
     incidents: {
       listEntities: async (ref) => (await sentinel.listEntities(ref)).entities,
       putComment: (ref, id, message) => sentinel.putComment(ref, id, message),

@@ -54,6 +54,14 @@ export const configSchema = z.object({
   LIVE_RESPONSE_SCRIPT_UNIX: z.string().regex(/^[A-Za-z0-9_.-]+$/).default("anyrun-collect.sh"),
   LIVE_RESPONSE_POLL_SECONDS: seconds.default(20),
   LIVE_RESPONSE_DEADLINE_MINUTES: z.coerce.number().int().positive().default(30),
+  /** Tenant-wide cap on our concurrent Live Response sessions (MDE's own limit is 25 per tenant). */
+  LIVE_RESPONSE_MAX_SESSIONS: z.coerce.number().int().min(1).max(50).default(25),
+  /** Tenant-wide cap on `runliveresponse` calls per rolling minute (MDE's own limit is 10). */
+  LIVE_RESPONSE_STARTS_PER_MINUTE: z.coerce.number().int().min(1).max(100).default(10),
+  /** After a crash between recording the intent and the action id: how long to look for our action before starting one. */
+  LIVE_RESPONSE_INTENT_GRACE_SECONDS: seconds.default(120),
+  /** Table of the Live Response leases (per device, per session) and the start-call window. */
+  LIVE_RESPONSE_TABLE: z.string().regex(/^[A-Za-z][A-Za-z0-9]{2,62}$/).default(storageDefaults.liveResponseTable),
 
   ARM_BASE_URL: z.url().default("https://management.azure.com"),
   ARM_SCOPE: z.string().default("https://management.azure.com/.default"),

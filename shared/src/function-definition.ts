@@ -1,5 +1,5 @@
 import functions from "@azure/functions";
-import type { EventGridEvent, InvocationContext } from "@azure/functions";
+import type { EventGridEvent, HttpRequest, HttpResponseInit, InvocationContext } from "@azure/functions";
 import type { ServiceBusReceivedMessage } from "@azure/service-bus";
 import { connectionSettings, functionTriggers, type FunctionName } from "./topology.ts";
 import { InvalidInputError } from "./errors.ts";
@@ -22,7 +22,18 @@ export interface EventGridFunctionDefinition {
   readonly handler: (event: EventGridEvent, context: InvocationContext) => Promise<void>;
 }
 
-export type FunctionDefinition = ServiceBusFunctionDefinition | EventGridFunctionDefinition;
+/**
+ * An HTTP function. The route, methods and auth level come from the topology's `http` trigger; the
+ * Functions host checks the key before the handler runs, so the handler never sees an
+ * unauthenticated call.
+ */
+export interface HttpFunctionDefinition {
+  readonly name: FunctionName;
+  readonly kind: "http";
+  readonly handler: (request: HttpRequest, context: InvocationContext) => Promise<HttpResponseInit>;
+}
+
+export type FunctionDefinition = ServiceBusFunctionDefinition | EventGridFunctionDefinition | HttpFunctionDefinition;
 
 /** What the Functions host hands a Service Bus function registered with `sdkBinding: true`. */
 export interface ServiceBusMessageContextLike {
@@ -89,6 +100,8 @@ export function registerFunction<T extends FunctionDefinition>(definition: T): T
     else app.serviceBusTopic(definition.name, { ...common, topicName: trigger.topic, subscriptionName: trigger.subscription });
   } else if (definition.kind === "eventGrid" && trigger.type === "eventGrid") {
     app.eventGrid(definition.name, { handler: definition.handler });
+  } else if (definition.kind === "http" && trigger.type === "http") {
+    app.http(definition.name, { route: trigger.route, methods: [...trigger.methods], authLevel: trigger.authLevel, handler: definition.handler });
   } else {
     throw new Error(`Function ${definition.name}: handler kind ${definition.kind} does not fit trigger ${trigger.type}`);
   }

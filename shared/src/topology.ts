@@ -158,7 +158,17 @@ export type FunctionTrigger =
   | { readonly type: "serviceBusQueue"; readonly queue: string }
   | { readonly type: "serviceBusTopic"; readonly topic: string; readonly subscription: string }
   | { readonly type: "eventGrid"; readonly topic: string; readonly subscription: string }
-  | { readonly type: "http"; readonly route: string; readonly methods: readonly ("GET" | "POST")[] };
+  | {
+      readonly type: "http";
+      /** Route template under the host's `api/` prefix, e.g. `ops/deadletters/{action?}`. */
+      readonly route: string;
+      readonly methods: readonly ("GET" | "POST")[];
+      /**
+       * Functions keys are the authentication: `function` accepts a key of this function or a host
+       * key (`x-functions-key` header or `code` query); `admin` only the master key.
+       */
+      readonly authLevel: "function" | "admin";
+    };
 
 export const functionTriggers = {
   intake: { type: "serviceBusQueue", queue: queues.incidentIntake.name },
@@ -176,6 +186,8 @@ export const functionTriggers = {
   submitFile: { type: "eventGrid", topic: eventGridTopics.staging.name, subscription: "submit-file" },
   watchAnalysis: { type: "serviceBusQueue", queue: queues.analysisWatch.name },
   enrichIncident: { type: "eventGrid", topic: eventGridTopics.analysis.name, subscription: "enrich-incident" },
+  /** Operators: list and resend dead letters (services/src/functions/replay.ts). */
+  replay: { type: "http", route: "ops/deadletters/{action?}", methods: ["GET", "POST"], authLevel: "function" },
 } as const satisfies Record<string, FunctionTrigger>;
 
 export type FunctionName = keyof typeof functionTriggers;
@@ -188,6 +200,8 @@ export const connectionSettings = {
 export const storageDefaults = {
   stagingContainer: "staging",
   jobsTable: "jobs",
+  /** Live Response leases (one session per device, tenant-wide session cap, start-call window). */
+  liveResponseTable: "liveresponse",
   eventGridDeadLetterContainer: "eventgrid-deadletters",
 } as const;
 

@@ -2,66 +2,145 @@
  * `npm start`: runs the connector on this machine, on its embedded default (no cloud account).
  * Starts the local runtime, pushes the sample incidents (or the trigger bodies given as file
  * arguments), waits until each is done and prints what each incident received.
- * Exits 0 when every incident ended as expected.
+ * Exits 0 when every incident ended as expected (for your own files: when each reached a final
+ * state — analysed, failed with a comment, or dead-lettered with a reason).
  */
 import { readFileSync } from "node:fs";
-import { startLocalRuntime } from "./runtime.ts";
+import { queues } from "@connector/shared/topology";
+import { terminalStatuses } from "@connector/shared/job-store";
+import { startLocalRuntime, type LocalRuntime } from "./runtime.ts";
 import { sampleIncidents, type SampleIncident } from "./samples.ts";
-import { checkExpectations, formatOutcome, readOutcome, waitForIncident } from "./outcomes.ts";
+import { checkExpectations, formatOutcome, incidentIdOf, readOutcome, waitForIncident } from "./outcomes.ts";
 
 const out = (line: string) => process.stdout.write(line + "\n");
 
-function userIncidents(paths: string[]): SampleIncident[] {
-  return paths.map((path) => ({ name: path, body: JSON.parse(readFileSync(path, "utf8")) as Record<string, unknown>, quarantine: [], expect: [] }));
+interface Run {
+  incident: SampleIncident;
+  /** Set for the user's own files: their bodies are pushed as they are, without expectations. */
+  userFile?: string;
+  messageId: string;
+}
+
+function readUserIncidents(paths: string[]): { runs: Run[]; unreadable: number } {
+  const runs: Run[] = [];
+  let unreadable = 0;
+  paths.forEach((path, i) => {
+    let text: string;
+    try {
+      text = readFileSync(path, "utf8");
+    } catch (err) {
+      out(`✗ ${path}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      unreadable++;
+      return;
+    }
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch (err) {
+      out(`✗ ${path}: not JSON (${(err as Error).message})`);
+      unreadable++;
+      return;
+    }
+    runs.push({ incident: { name: path, body: body as Record<string, unknown>, quarantine: [], expect: [] }, userFile: path, messageId: `user-incident-${i + 1}` });
+  });
+  return { runs, unreadable };
+}
+
+/** Waits for the incident's jobs to end, or for the intake to dead-letter its body. */
+async function waitForRun(runtime: LocalRuntime, run: Run, timeoutMs: number) {
+  let incidentId: string | undefined;
+  try {
+    incidentId = incidentIdOf(run.incident.body);
+  } catch {
+    incidentId = undefined;
+  }
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const dead = runtime.broker.deadLetters(queues.incidentIntake.name).find((m) => String(m.messageId) === run.messageId);
+    if (dead) return { deadLetter: { reason: dead.deadLetterReason ?? "", description: dead.deadLetterErrorDescription ?? "" } };
+    if (incidentId) {
+      const jobs = await runtime.jobs.listByIncident(incidentId).catch(() => []);
+      const noArtifacts = runtime.sentinel.comments(incidentId).some((c) => /no URL or file the sandbox can analyse/.test(c.properties?.message ?? ""));
+      if ((jobs.length > 0 && jobs.every((j) => terminalStatuses.has(j.status))) || (jobs.length === 0 && noArtifacts)) {
+        return { outcome: readOutcome(runtime, run.incident.body, await waitForIncident(runtime, run.incident.body, 1000)) };
+      }
+    }
+    if (Date.now() > deadline) throw new Error(`not finished after ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
 }
 
 async function main(): Promise<number> {
   const files = process.argv.slice(2);
-  const incidents = files.length ? userIncidents(files) : sampleIncidents();
+  const { runs, unreadable }: { runs: Run[]; unreadable: number } = files.length
+    ? readUserIncidents(files)
+    : { runs: sampleIncidents().map((incident, i) => ({ incident, messageId: `sample-incident-${i + 1}` })), unreadable: 0 };
+  if (runs.length === 0) {
+    out("Nothing to run.");
+    return 1;
+  }
   out(`Starting the local runtime (Azurite, Service Bus broker, Event Grid, functions host, ANY.RUN/MDE/Sentinel doubles)…`);
   const runtime = await startLocalRuntime();
-  let failures = 0;
+  const stop = (signal: NodeJS.Signals) => {
+    out(`\n${signal}: stopping the local runtime…`);
+    void runtime.close().finally(() => process.exit(130));
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+
+  let failures = unreadable;
   try {
     await runtime.startHost();
-    for (const incident of incidents) {
+    for (const run of runs) {
       try {
-        runtime.seed(incident);
-      } catch (err) {
-        out(`! ${incident.name}: cannot seed the Sentinel double: ${(err as Error).message}`);
+        runtime.seed(run.incident);
+      } catch {
+        // Not shaped like an incident: nothing to seed; the intake will say what is wrong with it.
       }
-      await runtime.pushIncident(incident.body);
-      out(`→ pushed ${incident.name}`);
+      await runtime.pushIncident(run.incident.body, run.messageId);
+      out(`→ pushed ${run.incident.name}`);
     }
-    for (const incident of incidents) {
-      let problems: string[];
+    for (const run of runs) {
+      let problems: string[] = [];
+      out("");
       try {
-        const jobs = await waitForIncident(runtime, incident.body, 120_000);
-        const outcome = readOutcome(runtime, incident.body, jobs);
-        out("");
-        out(formatOutcome(outcome));
-        problems = files.length ? [] : checkExpectations(outcome, incident.expect);
+        const result = await waitForRun(runtime, run, 120_000);
+        if (result.deadLetter) {
+          out(`${run.incident.name}: rejected by the intake and dead-lettered`);
+          out(`  reason: ${result.deadLetter.reason}`);
+          out(`  ${result.deadLetter.description}`);
+          if (!run.userFile) problems.push("a sample incident was dead-lettered");
+        } else {
+          out(formatOutcome(result.outcome));
+          if (!run.userFile) problems = checkExpectations(result.outcome, run.incident.expect);
+          else if (result.outcome.jobs.some((j) => j.status === "failed" && j.artifact.kind === "file")) {
+            out("  note: files of your own incidents are looked for in the local fake Defender quarantine, which only holds the samples' files");
+          }
+        }
       } catch (err) {
+        out(`${run.incident.name}`);
         problems = [(err as Error).message];
       }
       if (problems.length) {
         failures++;
         for (const p of problems) out(`  ✗ ${p}`);
       } else {
-        out(`  ✓ as expected`);
+        out(run.userFile ? "  ✓ finished" : "  ✓ as expected");
       }
     }
   } finally {
     await runtime.close();
   }
   out("");
-  out(failures ? `${failures} of ${incidents.length} incident(s) did not end as expected.` : `All ${incidents.length} incident(s) ended as expected.`);
+  const total = runs.length + unreadable;
+  out(failures ? `${failures} of ${total} incident(s) did not end as expected.` : `All ${total} incident(s) ended as expected.`);
   return failures ? 1 : 0;
 }
 
 main().then(
   (code) => process.exit(code),
   (err: unknown) => {
-    process.stderr.write(`npm start failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    process.stderr.write(`npm start failed: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);
   },
 );

@@ -1,12 +1,20 @@
-import { artifactCommandSchema, type FileArtifact } from "@connector/shared/messages";
+import { artifactCommandSchema, type ArtifactCommand, type FileArtifact } from "@connector/shared/messages";
 import { ApiError } from "@connector/shared/clients/http";
+import { mdeErrorCodes, type MachineAction } from "@connector/shared/clients/mde";
 import { describeIssues, InvalidInputError } from "@connector/shared/errors";
+import { ConcurrentUpdateError, type JobRecord } from "@connector/shared/job-store";
+import type { Logger } from "@connector/shared/logger";
 import { newStagingBlobName } from "@connector/shared/staging";
 import { encodeCollectArgs, type CollectOs } from "@connector/shared/live-response/args";
+import { collectComment, leaseHolderOf } from "@connector/shared/live-response/ownership";
 import { sandboxEnvironmentFor } from "@connector/shared/anyrun/options";
-import type { CoreDeps, MachineInfo } from "./ports.ts";
+import type { MachineInfo } from "./ports.ts";
 import { addSeconds, failJob, now, retryCommand } from "./job-outcomes.ts";
 import { isRetryable } from "./backoff.ts";
+import { findOwnAction, leaseSeconds, refusalError, releaseLeases, retryLater, type CollectDeps } from "./live-response-sessions.ts";
+
+export type { CollectDeps } from "./live-response-sessions.ts";
+export type CollectOutcome = "started" | "adopted" | "skipped" | "failed" | "retrying";
 
 export function collectOsFor(machine: MachineInfo): CollectOs {
   const platform = (machine.osPlatform ?? "").toLowerCase();
@@ -22,11 +30,18 @@ export function originalPath(artifact: FileArtifact, os: CollectOs): string {
 }
 
 /**
- * File collection: reads the machine from MDE, mints a SAS for one new blob, and starts a Live
- * Response RunScript of the project's own script with a single encoded argument. The action is
+ * File collection: reads the machine from MDE, takes the Live Response leases (one session per
+ * device, tenant-wide session cap and start rate), records its intent, mints a SAS for one new blob
+ * and starts a RunScript of the project's own script with a single encoded argument. The action is
  * then watched by scheduled messages (no waiting inside the function).
+ *
+ * Crash safety: the intent (status "collecting" without an action id) is written before
+ * `runliveresponse`. A delivery that finds such an intent looks for OUR action on the device (its
+ * comment ends with the job's marker) created after the intent and adopts it; only when none shows
+ * up within a short grace does it start one. A busy device, a limit or throttling reschedules the
+ * command with backoff.
  */
-export async function handleCollectFile(body: unknown, deps: CoreDeps): Promise<"started" | "skipped" | "failed" | "retrying"> {
+export async function handleCollectFile(body: unknown, deps: CollectDeps): Promise<CollectOutcome> {
   const parsed = artifactCommandSchema.safeParse(body);
   if (!parsed.success || parsed.data.artifact.kind !== "file") {
     throw new InvalidInputError(`Not a file artifact command: ${parsed.success ? "kind is not file" : describeIssues(parsed.error)}`);
@@ -37,25 +52,118 @@ export async function handleCollectFile(body: unknown, deps: CoreDeps): Promise<
   const log = deps.logger.child({ incidentId: incident.incidentId, artifactId: artifact.artifactId, deviceId: artifact.deviceId });
   const job = await deps.jobs.get(incident.incidentId, artifact.artifactId);
   if (!job) throw new InvalidInputError(`No job recorded for ${incident.incidentId}/${artifact.artifactId}`, "UnknownJob");
+  if (job.status === "collecting") return resume(deps, job, command, artifact, log);
   if (job.status !== "queued") {
     log.info("file already handled; nothing to do", { status: job.status });
     return "skipped";
   }
+  return start(deps, job, command, artifact, log, { resumed: false });
+}
 
+/** A delivery for a job that already recorded its intent (a crash, a redelivery, an unknown outcome). */
+async function resume(deps: CollectDeps, job: JobRecord, command: ArtifactCommand, artifact: FileArtifact, log: Logger): Promise<CollectOutcome> {
+  if (job.machineActionId) {
+    // A crash between recording the action and scheduling its first poll would leave the job with
+    // nobody watching it. The poll's message id is deterministic: if it went out, this one is dropped.
+    const recordedAt = new Date(job.updatedAt);
+    await deps.bus.scheduleLiveResponseWatch(
+      {
+        incident: job.incident,
+        artifactId: job.artifactId,
+        machineActionId: job.machineActionId,
+        attempt: 0,
+        deadline: addSeconds(recordedAt, deps.settings.liveResponseDeadlineMinutes * 60).toISOString(),
+      },
+      addSeconds(now(deps), deps.settings.liveResponsePollSeconds),
+    );
+    log.info("collection already started; its watch is scheduled", { machineActionId: job.machineActionId });
+    return "skipped";
+  }
+
+  const intentAt = new Date(job.updatedAt);
+  let own: MachineAction | undefined;
+  try {
+    own = await findOwnAction(deps, job, artifact.deviceId, intentAt);
+  } catch (err) {
+    if (isRetryable(err)) return retryLater(deps, job, command, err, { keepStatus: true, releaseOnGiveUp: true });
+    throw err;
+  }
+  if (own) return adopt(deps, job, artifact, own, log);
+
+  const ageSeconds = (now(deps).getTime() - intentAt.getTime()) / 1000;
+  const grace = deps.liveResponse.intentGraceSeconds;
+  if (ageSeconds < grace) {
+    // Another delivery may still be inside runliveresponse, or the new action is not listed yet.
+    const wait = Math.max(1, Math.ceil(grace - ageSeconds));
+    log.info("an earlier start may still be in flight; looking again later", { intentAgeSeconds: Math.round(ageSeconds), waitSeconds: wait });
+    const pending = new ApiError("mde", "listMachineActions", 404, "our action is not listed (yet)", mdeErrorCodes.resourceNotFound, wait);
+    return retryLater(deps, job, command, pending, { keepStatus: true, releaseOnGiveUp: true });
+  }
+  log.warn("no action of ours followed the intent; starting the collection again", { intentAt: job.updatedAt });
+  return start(deps, job, command, artifact, log, { resumed: true });
+}
+
+/** Takes over an action an earlier delivery started: records it and schedules its watch. Never starts one. */
+async function adopt(deps: CollectDeps, job: JobRecord, artifact: FileArtifact, action: MachineAction, log: Logger): Promise<CollectOutcome> {
+  const created = action.creationDateTimeUtc ? new Date(action.creationDateTimeUtc) : new Date(job.updatedAt);
+  const deadline = addSeconds(created, deps.settings.liveResponseDeadlineMinutes * 60);
+  const lease = await deps.liveResponse.limits.acquire({
+    deviceId: artifact.deviceId,
+    holder: leaseHolderOf(job),
+    ttlSeconds: leaseSeconds(deps, deadline, now(deps)),
+    countStart: false,
+  });
+  if (!lease.granted) log.warn("our lease lapsed while our action kept running; adopting it anyway", { limit: lease.limit });
+  try {
+    await deps.jobs.update(job.incidentId, job.artifactId, { machineActionId: action.id }, job.etag);
+  } catch (err) {
+    if (err instanceof ConcurrentUpdateError) {
+      log.info("another delivery settled this collection first", {});
+      return "skipped";
+    }
+    throw err;
+  }
+  await scheduleFirstWatch(deps, job, action.id, deadline);
+  log.info("adopted the Live Response action an earlier delivery started", { machineActionId: action.id, status: action.status });
+  return "adopted";
+}
+
+async function start(
+  deps: CollectDeps,
+  job: JobRecord,
+  command: ArtifactCommand,
+  artifact: FileArtifact,
+  log: Logger,
+  { resumed }: { resumed: boolean },
+): Promise<CollectOutcome> {
   let machine: MachineInfo;
   try {
     machine = await deps.endpoints.getMachine(artifact.deviceId);
   } catch (err) {
     if (err instanceof ApiError && err.status === 404) {
       await failJob(deps, job, `The device ${artifact.deviceId} is not known to Defender for Endpoint.`);
+      if (resumed) await releaseLeases(deps, job);
       return "failed";
     }
-    if (isRetryable(err)) return retryCommand(deps, job, command, err);
+    if (isRetryable(err)) return retryLater(deps, job, command, err, { keepStatus: true, releaseOnGiveUp: resumed });
     throw err;
   }
   if (machine.healthStatus && machine.healthStatus !== "Active") {
     await failJob(deps, job, `The device ${machine.computerDnsName ?? artifact.deviceId} is ${machine.healthStatus}: Live Response cannot reach it.`);
+    if (resumed) await releaseLeases(deps, job);
     return "failed";
+  }
+
+  // One session per device, the tenant-wide session cap and the start-call rate, before any call.
+  const lease = await deps.liveResponse.limits.acquire({
+    deviceId: artifact.deviceId,
+    holder: leaseHolderOf(job),
+    ttlSeconds: leaseSeconds(deps),
+    countStart: true,
+  });
+  if (!lease.granted) {
+    log.info("Live Response limit reached; will try again later", { limit: lease.limit, waitSeconds: lease.waitSeconds });
+    return retryLater(deps, job, command, refusalError(lease), { keepStatus: true, releaseOnGiveUp: resumed });
   }
 
   const os = collectOsFor(machine);
@@ -65,40 +173,61 @@ export async function handleCollectFile(body: unknown, deps: CoreDeps): Promise<
     osProcessor: machine.osProcessor ?? undefined,
     version: machine.version ?? undefined,
   });
+  const { incident } = command;
   const blobName = newStagingBlobName(incident.incidentId, artifact.artifactId);
-  const upload = await deps.staging.createUploadUrl(blobName, deps.settings.sasExpiryMinutes);
-  const args = encodeCollectArgs({
-    uploadUrl: upload.url,
-    originalPath: originalPath(artifact, os),
-    fileName: artifact.fileName,
-    ...artifact.hashes,
-    os,
-  });
-  await deps.jobs.update(
-    job.incidentId,
-    job.artifactId,
-    {
-      status: "collecting",
-      blobName,
-      sandboxEnvironment: {
-        env_os: sandboxEnvironment.env_os,
-        env_version: sandboxEnvironment.env_version,
-        env_bitness: String(sandboxEnvironment.env_bitness),
+  let args: string;
+  try {
+    const upload = await deps.staging.createUploadUrl(blobName, deps.settings.sasExpiryMinutes);
+    args = encodeCollectArgs({ uploadUrl: upload.url, originalPath: originalPath(artifact, os), fileName: artifact.fileName, ...artifact.hashes, os });
+    // The intent, recorded before the call: a crash from here on is reconciled, never restarted blindly.
+    await deps.jobs.update(
+      job.incidentId,
+      job.artifactId,
+      {
+        status: "collecting",
+        blobName,
+        sandboxEnvironment: {
+          env_os: sandboxEnvironment.env_os,
+          env_version: sandboxEnvironment.env_version,
+          env_bitness: String(sandboxEnvironment.env_bitness),
+        },
       },
-    },
-    job.etag,
-  );
+      job.etag,
+    );
+  } catch (err) {
+    if (err instanceof ConcurrentUpdateError) {
+      // Another delivery of this job got there first; it holds the same leases (same holder id).
+      log.info("another delivery is starting this collection", {});
+      return "skipped";
+    }
+    if (!resumed) await releaseLeases(deps, job);
+    throw err;
+  }
 
-  let action;
+  let action: MachineAction;
   try {
     action = await deps.endpoints.runScript(artifact.deviceId, {
       scriptName: os === "windows" ? deps.settings.scriptWindows : deps.settings.scriptUnix,
       args,
-      comment: `ANY.RUN connector: collect ${artifact.fileName} for Sentinel incident ${incident.incidentNumber ?? incident.incidentId}`,
+      comment: collectComment({ incidentId: job.incidentId, artifactId: job.artifactId, fileName: artifact.fileName, incidentLabel: String(incident.incidentNumber ?? incident.incidentId) }),
     });
   } catch (err) {
-    // Busy device (one Live Response per device), throttling or a transient fault: try again later.
-    if (isRetryable(err)) return retryCommand(deps, job, command, err);
+    const noActionCreated = err instanceof ApiError && (err.code === mdeErrorCodes.activeRequestAlreadyExists || err.status === 429);
+    if (noActionCreated) {
+      // Busy device (someone else's action or session) or throttling: nothing was created.
+      if (resumed) {
+        // An earlier call's action may still show up: keep the intent, look for it first next time.
+        return retryLater(deps, job, command, err, { keepStatus: true, releaseOnGiveUp: true });
+      }
+      await releaseLeases(deps, job);
+      return retryCommand(deps, job, command, err);
+    }
+    if (isRetryable(err)) {
+      // 5xx or no answer: an action may exist. Keep intent and leases; the next delivery looks for it.
+      log.warn("the start call's outcome is unknown; will look for the action before starting again", { status: err.status });
+      return retryLater(deps, job, command, err, { keepStatus: true, releaseOnGiveUp: true });
+    }
+    await releaseLeases(deps, job);
     if (err instanceof ApiError) {
       await failJob(deps, job, `Live Response refused the collection (${err.status}${err.code ? ` ${err.code}` : ""}).`);
       return "failed";
@@ -106,17 +235,15 @@ export async function handleCollectFile(body: unknown, deps: CoreDeps): Promise<
     throw err;
   }
   await deps.jobs.update(job.incidentId, job.artifactId, { machineActionId: action.id });
-  const start = now(deps);
-  await deps.bus.scheduleLiveResponseWatch(
-    {
-      incident,
-      artifactId: artifact.artifactId,
-      machineActionId: action.id,
-      attempt: 0,
-      deadline: addSeconds(start, deps.settings.liveResponseDeadlineMinutes * 60).toISOString(),
-    },
-    addSeconds(start, deps.settings.liveResponsePollSeconds),
-  );
-  log.info("Live Response collection started", { machineActionId: action.id, os, sandbox: sandboxEnvironment });
+  const started = now(deps);
+  await scheduleFirstWatch(deps, job, action.id, addSeconds(started, deps.settings.liveResponseDeadlineMinutes * 60));
+  log.info("Live Response collection started", { machineActionId: action.id, os, sandbox: sandboxEnvironment, resumed });
   return "started";
+}
+
+async function scheduleFirstWatch(deps: CollectDeps, job: JobRecord, machineActionId: string, deadline: Date): Promise<void> {
+  await deps.bus.scheduleLiveResponseWatch(
+    { incident: job.incident, artifactId: job.artifactId, machineActionId, attempt: 0, deadline: deadline.toISOString() },
+    addSeconds(now(deps), deps.settings.liveResponsePollSeconds),
+  );
 }

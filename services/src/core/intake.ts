@@ -56,12 +56,10 @@ export async function handleIncidentTrigger(body: unknown, deps: IntakeDeps): Pr
   }
 
   const result: IntakeResult = { incidentId: incident.incidentId, published: [], notCollectable: [], alreadyKnown: [], entitiesFrom };
-  let changed = false;
   for (const artifact of extraction.artifacts) {
     const status = artifact.kind === "hash" ? "not_collectable" : "queued";
     const created = await deps.jobs.create({ incidentId: incident.incidentId, artifactId: artifact.artifactId, status, incident, artifact });
     if (artifact.kind === "hash") {
-      if (created) changed = true;
       result.notCollectable.push(artifact.artifactId);
       continue;
     }
@@ -72,13 +70,15 @@ export async function handleIncidentTrigger(body: unknown, deps: IntakeDeps): Pr
     }
     // New, or recorded by an earlier delivery that may have stopped before publishing.
     await deps.bus.sendArtifactCommand({ incident, artifact, attempt: 0 });
-    if (created) changed = true;
     result.published.push(artifact.artifactId);
   }
 
+  // Posted on every delivery, not only when this one created jobs: a first delivery that recorded the
+  // jobs and then failed (Sentinel fault, crash) must not leave the incident without it. The fixed
+  // comment id makes the repeat an update of the same comment.
   if (extraction.artifacts.length === 0) {
     await deps.sentinel.putComment(incident, commentIds.started(incident.incidentId), noArtifactsComment(extraction.ignored));
-  } else if (changed) {
+  } else {
     await deps.sentinel.putComment(incident, commentIds.started(incident.incidentId), startedComment(extraction.artifacts, extraction.ignored));
   }
   log.info("incident taken in", {

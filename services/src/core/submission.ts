@@ -41,6 +41,11 @@ export async function recordSubmitted(deps: CoreDeps, job: JobRecord, result: Su
   const taskId = result.kind === "queued" ? result.queueTaskId : result.taskId;
   const taskUrl = deps.sandbox.taskUrl(taskId);
   await deps.jobs.update(job.incidentId, job.artifactId, { status: "submitted", taskId, taskUrl });
+  await scheduleFirstPoll(deps, job, taskId);
+  return taskId;
+}
+
+async function scheduleFirstPoll(deps: CoreDeps, job: JobRecord, taskId: string): Promise<void> {
   const start = now(deps);
   await deps.bus.scheduleAnalysisWatch(
     {
@@ -52,5 +57,14 @@ export async function recordSubmitted(deps: CoreDeps, job: JobRecord, result: Su
     },
     addSeconds(start, deps.settings.analysisPollSeconds),
   );
-  return taskId;
+}
+
+/**
+ * The command or event of a job that is already "submitted" came again: the delivery that recorded
+ * the task may have died before it scheduled the first poll, which would leave the job waiting for
+ * ever. Scheduling the first poll again is harmless: it has the same message id, so duplicate
+ * detection drops it when the original was sent.
+ */
+export async function ensureFirstPoll(deps: CoreDeps, job: JobRecord): Promise<void> {
+  if (job.status === "submitted" && job.taskId) await scheduleFirstPoll(deps, job, job.taskId);
 }

@@ -5,7 +5,7 @@ import { eventTypes } from "@connector/shared/topology";
 import type { JobRecord } from "@connector/shared/job-store";
 import type { CoreDeps } from "./ports.ts";
 import { failJob } from "./job-outcomes.ts";
-import { decideSubmission, outcomeUnknown, recordSubmitted } from "./submission.ts";
+import { decideSubmission, ensureFirstPoll, outcomeUnknown, recordSubmitted } from "./submission.ts";
 
 export type SubmitFileOutcome = "submitted" | "adopted" | "ignored" | "skipped" | "failed";
 
@@ -38,6 +38,11 @@ export async function handleBlobCreated(event: Pick<EventGridEvent, "eventType" 
   }
   const jlog = log.child({ incidentId: job.incidentId, artifactId: job.artifactId });
   if (!["collecting", "uploaded", "submitting", "submission_uncertain"].includes(job.status)) {
+    if (job.status === "submitted") {
+      // The delivery that submitted may have died before the first poll was scheduled or the blob deleted.
+      await ensureFirstPoll(deps, job);
+      await deps.staging.delete(blob.blobName);
+    }
     jlog.info("sample already handled; duplicate event ignored", { status: job.status });
     return "skipped";
   }

@@ -4,7 +4,7 @@ import { describeIssues, InvalidInputError } from "@connector/shared/errors";
 import type { CoreDeps } from "./ports.ts";
 import { failJob, retryCommand } from "./job-outcomes.ts";
 import { isRetryable } from "./backoff.ts";
-import { decideSubmission, outcomeUnknown, recordSubmitted } from "./submission.ts";
+import { decideSubmission, ensureFirstPoll, outcomeUnknown, recordSubmitted } from "./submission.ts";
 
 export type SubmitUrlOutcome = "submitted" | "adopted" | "skipped" | "failed" | "retrying";
 
@@ -20,6 +20,7 @@ export async function handleSubmitUrl(body: unknown, deps: CoreDeps): Promise<Su
   const job = await deps.jobs.get(incident.incidentId, artifact.artifactId);
   if (!job) throw new InvalidInputError(`No job recorded for ${incident.incidentId}/${artifact.artifactId}`, "UnknownJob");
   if (!["queued", "submitting", "submission_uncertain"].includes(job.status)) {
+    await ensureFirstPoll(deps, job);
     log.info("URL already handled; nothing to do", { status: job.status });
     return "skipped";
   }

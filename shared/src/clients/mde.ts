@@ -77,8 +77,36 @@ export interface UploadLibraryFileOptions {
   overrideIfExists: boolean;
 }
 
+/**
+ * Clauses of the OData `$filter` of GET /api/machineactions, joined with `and`. The documented
+ * filterable fields include machineId, type and status; combining clauses is unverified against
+ * the real service, so the connector itself filters on `machineId` alone.
+ */
+export interface MachineActionFilter {
+  machineId?: string;
+  type?: string;
+  status?: string;
+  /** `$top` (the service allows up to 10,000). */
+  top?: number;
+}
+
+/** OData string literal: single quotes doubled. */
+function odataString(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`;
+}
+
+export function machineActionFilter(filter: MachineActionFilter): string | undefined {
+  const clauses: string[] = [];
+  if (filter.machineId !== undefined) clauses.push(`machineId eq ${odataString(filter.machineId)}`);
+  if (filter.type !== undefined) clauses.push(`type eq ${odataString(filter.type)}`);
+  if (filter.status !== undefined) clauses.push(`status eq ${odataString(filter.status)}`);
+  return clauses.length > 0 ? clauses.join(" and ") : undefined;
+}
+
 export interface MdeClient {
   getMachine(id: string): Promise<Machine>;
+  /** Machine actions matching `filter` (actions started from the portal's device page are not listed). */
+  listMachineActions(filter: MachineActionFilter): Promise<MachineAction[]>;
   /** Starts a Live Response action with one RunScript command (result index 0). */
   runScript(machineId: string, options: RunScriptOptions): Promise<MachineAction>;
   getMachineAction(id: string): Promise<MachineAction>;
@@ -151,6 +179,16 @@ export function createMdeClient(options: MdeClientOptions): MdeClient {
           },
         }),
       );
+    },
+
+    listMachineActions(filter) {
+      const $filter = machineActionFilter(filter);
+      if (filter.top !== undefined && (!Number.isInteger(filter.top) || filter.top < 1 || filter.top > 10_000)) throw new RangeError("top must be an integer from 1 to 10,000");
+      return call("listMachineActions", () =>
+        client.GET("/api/machineactions", {
+          params: { query: { ...($filter !== undefined ? { $filter } : {}), ...(filter.top !== undefined ? { $top: filter.top } : {}) } },
+        }),
+      ).then((d) => d.value);
     },
 
     getMachineAction: (id) => call("getMachineAction", () => client.GET("/api/machineactions/{id}", { params: { path: { id } } })),

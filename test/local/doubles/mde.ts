@@ -16,7 +16,8 @@ import { emulateWindowsCollect, type WindowsQuarantineEntry } from "./mde/window
  * and faithful to the contract in shared/reference/mde-live-response.md: Bearer required, error
  * envelope {error:{code,message,target}}, case-sensitive runliveresponse bodies, one active action per
  * device, 10 start calls per minute, 25 concurrent sessions, Pending → InProgress → final, result
- * links valid 30 minutes, library upload limit 20 MB.
+ * links valid 30 minutes, library upload limit 20 MB. GET /api/machineactions lists the actions
+ * started through the API (all of the double's), filtered by OData `$filter` / `$top`.
  *
  * RunScript on Linux/macOS devices EXECUTES the library script (by default the repository's
  * services/scripts/*) with bash, the Args string as its single argument, in a per-action folder, with
@@ -97,11 +98,23 @@ export interface MdeFault {
 export type MdeOperation =
   | "getMachine"
   | "runLiveResponse"
+  | "listMachineActions"
   | "getMachineAction"
   | "getResultDownloadLink"
   | "cancelMachineAction"
   | "listLibraryFiles"
   | "uploadLibraryFile";
+
+/** One answered `runliveresponse` call (for assertions: who was refused, and why). */
+export interface StartCall {
+  machineId: string;
+  at: string;
+  status: number;
+  /** Error code of a refused call; undefined for 201. */
+  code?: string;
+  actionId?: string;
+  comment?: string;
+}
 
 export interface MdeDouble {
   url: string;
@@ -112,6 +125,8 @@ export interface MdeDouble {
   /** A file present on a Windows device's disk (Windows emulation, GetFile). */
   seedFile(deviceId: string, entry: { path: string; content: Buffer | string }): void;
   actions(): MachineAction[];
+  /** Every runliveresponse call the double answered, in order (faults injected by tests included). */
+  startCalls(): StartCall[];
   runs(): ScriptRun[];
   /** Invocations of the stand-in mdatp on a device (Linux/macOS), one line each. */
   mdatpCalls(deviceId: string): string[];
@@ -206,6 +221,7 @@ export async function startMdeDouble(options: MdeDoubleOptions = {}): Promise<Md
   const runs: ScriptRun[] = [];
   const faults: MdeFault[] = [];
   const startCalls: number[] = [];
+  const startLog: StartCall[] = [];
   const links = new Map<string, { actionId: string; index: number; sig: string; expires: number }>();
   const library = new Map<string, { file: LibraryFile; content: Buffer }>();
   const timers = new Set<NodeJS.Timeout>();
@@ -483,6 +499,66 @@ export async function startMdeDouble(options: MdeDoubleOptions = {}): Promise<Md
     return { commands, comment: Comment };
   }
 
+  /**
+   * `$filter` of GET /api/machineactions: the documented fields (id, status, machineId, type,
+   * requestor: `eq '<string>'`; creationDateTimeUtc: eq/ne/gt/ge/lt/le <ISO date>), clauses joined
+   * with `and`. The reference leaves combining clauses unverified; the double accepts it. Anything
+   * else is a 400 ODataError.
+   */
+  function parseActionFilter(text: string | null): (a: MachineAction) => boolean {
+    if (text === null || text.trim() === "") return () => true;
+    const stringFields = new Set(["id", "status", "machineId", "type", "requestor"]);
+    // Split on `and` outside string literals.
+    const clauses: string[] = [];
+    let rest = text;
+    for (;;) {
+      const m = /^((?:[^']|'(?:[^']|'')*')*?)\s+and\s+/i.exec(rest);
+      if (!m) break;
+      clauses.push(m[1]!);
+      rest = rest.slice(m[0].length);
+    }
+    clauses.push(rest);
+    const tests = clauses.map((clause): ((a: MachineAction) => boolean) => {
+      let m = /^\s*(\w+)\s+eq\s+'((?:[^']|'')*)'\s*$/.exec(clause);
+      if (m && stringFields.has(m[1]!)) {
+        const field = m[1] as "id" | "status" | "machineId" | "type" | "requestor";
+        const value = m[2]!.replace(/''/g, "'");
+        return (a) => String(a[field] ?? "") === value;
+      }
+      m = /^\s*creationDateTimeUtc\s+(eq|ne|gt|ge|lt|le)\s+(\d{4}-\d{2}-\d{2}T[\d:.]+Z)\s*$/.exec(clause);
+      if (m) {
+        const op = m[1]!;
+        const at = Date.parse(m[2]!);
+        if (Number.isNaN(at)) throw new HttpError(400, "ODataError", "Invalid datetime literal in $filter");
+        return (a) => {
+          const t = Date.parse(a.creationDateTimeUtc ?? "");
+          return op === "eq" ? t === at : op === "ne" ? t !== at : op === "gt" ? t > at : op === "ge" ? t >= at : op === "lt" ? t < at : t <= at;
+        };
+      }
+      throw new HttpError(400, "ODataError", "The query specified in the URI is not valid");
+    });
+    return (a) => tests.every((t) => t(a));
+  }
+
+  function listActions(query: URLSearchParams): unknown {
+    for (const key of query.keys()) {
+      if (key.startsWith("$") && key !== "$filter" && key !== "$top") throw new HttpError(400, "ODataError", `Query option ${key} is not supported`);
+    }
+    const filter = parseActionFilter(query.get("$filter"));
+    const topText = query.get("$top");
+    let top = 10_000;
+    if (topText !== null) {
+      top = Number(topText);
+      if (!/^\d+$/.test(topText) || top < 1 || top > 10_000) throw new HttpError(400, "ODataError", "$top must be an integer from 1 to 10000");
+    }
+    const value = [...actions.values()]
+      .map((s) => s.action)
+      .filter(filter)
+      .slice(0, top)
+      .map((a) => structuredClone(a));
+    return { "@odata.context": `${url}/api/$metadata#MachineActions`, value };
+  }
+
   function startAction(machineId: string, body: unknown): MachineAction {
     const now = Date.now();
     while (startCalls.length > 0 && startCalls[0]! <= now - rateWindowMs) startCalls.shift();
@@ -664,7 +740,25 @@ export async function startMdeDouble(options: MdeDoubleOptions = {}): Promise<Md
       });
     } else if ((m = /^\/api\/machines\/([^/]+)\/runliveresponse$/.exec(path)) && method === "POST") {
       const id = m[1]!;
-      handler = route("runLiveResponse", async () => send(res, 201, startAction(id, await parseJson(req))));
+      const logged = (entry: Omit<StartCall, "machineId" | "at">) => startLog.push({ machineId: id, at: nowIso(), ...entry });
+      handler = async () => {
+        const fault = takeFault("runLiveResponse");
+        if (fault) {
+          req.resume();
+          logged({ status: fault.status, code: fault.code });
+          return sendError(res, fault);
+        }
+        try {
+          const action = startAction(id, await parseJson(req));
+          logged({ status: 201, actionId: action.id, comment: action.requestorComment ?? undefined });
+          send(res, 201, action);
+        } catch (err) {
+          if (err instanceof HttpError) logged({ status: err.status, code: err.code });
+          throw err;
+        }
+      };
+    } else if (path === "/api/machineactions" && method === "GET") {
+      handler = route("listMachineActions", () => send(res, 200, listActions(parsedUrl.searchParams)));
     } else if ((m = /^\/api\/machineactions\/([^/]+)$/.exec(path)) && method === "GET") {
       const id = m[1]!;
       handler = route("getMachineAction", () => {
@@ -794,6 +888,7 @@ export async function startMdeDouble(options: MdeDoubleOptions = {}): Promise<Md
     },
 
     actions: () => [...actions.values()].map((s) => structuredClone(s.action)),
+    startCalls: () => startLog.map((c) => ({ ...c })),
     runs: () => runs.map((r) => ({ ...r, leftovers: [...r.leftovers] })),
     mdatpCalls: (deviceId) =>
       readFileSync(join(deviceOrThrow(deviceId).quarantineDir, "calls.log"), "utf8").split("\n").filter(Boolean),

@@ -6,16 +6,19 @@
  * - Event Grid triggers: in-process, a subscriber registered with the local Event Grid
  *   (`eventGrid.setSubscriber`); as a separate process, a webhook registered through the local Event
  *   Grid's admin API (`eventGridWebhook`).
+ * - HTTP triggers: a loopback server under `/api/` with the Functions key check (see http.ts).
  */
 import os from "node:os";
+import { randomBytes } from "node:crypto";
 import { ServiceBusClient } from "@azure/service-bus";
-import { createLogger, type Logger } from "@connector/shared/logger";
+import { createLogger, registerSecret, type Logger } from "@connector/shared/logger";
 import type { FunctionDefinition } from "@connector/shared/function-definition";
 import { functionTriggers } from "@connector/shared/topology";
 import type { Deliver } from "../eventgrid/delivery.ts";
 import { eventGridDeliverer, startEventGridWebhook, type WebhookServer } from "./event-grid.ts";
 import type { InvocationRecord } from "./invocation.ts";
 import { startServiceBusListener, type ServiceBusListener } from "./service-bus.ts";
+import { startHttpTriggers, type HttpKeys, type HttpTriggerServer } from "./http.ts";
 
 export type { InvocationRecord } from "./invocation.ts";
 export { serviceBusTriggerMetadata, eventGridTriggerMetadata, toCamelCaseValue, triggerInputFromBody } from "./trigger-metadata.ts";
@@ -31,6 +34,10 @@ export interface FunctionsHostOptions {
   readonly eventGridWebhook?: { readonly url: string; readonly key: string; readonly port?: number };
   /** Concurrent invocations per Service Bus function. Default 16 × CPU count, as the host. */
   readonly maxConcurrentCalls?: number;
+  /** HTTP functions: the keys the host accepts. Default: env FUNCTIONS_HOST_KEY / FUNCTIONS_HOST_MASTER_KEY, else random. */
+  readonly httpKeys?: Partial<HttpKeys>;
+  /** Port of the HTTP trigger server (default 0 = any free port). */
+  readonly httpPort?: number;
   /** Default 5 min, as host.json `maxAutoLockRenewalDuration`. */
   readonly maxAutoLockRenewalDurationMs?: number;
   readonly logger?: Logger;
@@ -41,6 +48,10 @@ export interface FunctionsHost {
   readonly functions: readonly string[];
   /** Base URL of the Event Grid webhook (child-process mode only). */
   readonly webhookUrl: string | undefined;
+  /** `http://127.0.0.1:<port>/api` when an HTTP function is hosted. */
+  readonly httpUrl: string | undefined;
+  /** The keys the HTTP trigger accepts (never logged). */
+  readonly httpKeys: HttpKeys;
   invocations(): InvocationRecord[];
   close(): Promise<void>;
 }
@@ -76,12 +87,20 @@ export async function startFunctionsHost(options: FunctionsHostOptions = {}): Pr
     if (!trigger) throw new Error(`Function ${d.name} has no trigger in the topology`);
     const fits =
       (d.kind === "serviceBus" && (trigger.type === "serviceBusQueue" || trigger.type === "serviceBusTopic")) ||
-      (d.kind === "eventGrid" && trigger.type === "eventGrid");
+      (d.kind === "eventGrid" && trigger.type === "eventGrid") ||
+      (d.kind === "http" && trigger.type === "http");
     if (!fits) throw new Error(`Function ${d.name}: handler kind ${d.kind} does not fit trigger ${trigger.type}`);
   }
 
   const serviceBusDefs = definitions.filter((d) => d.kind === "serviceBus");
   const eventGridDefs = definitions.filter((d) => d.kind === "eventGrid");
+  const httpDefs = definitions.filter((d) => d.kind === "http");
+  const httpKeys: HttpKeys = {
+    functionKey: options.httpKeys?.functionKey ?? process.env.FUNCTIONS_HOST_KEY ?? randomBytes(24).toString("base64url"),
+    masterKey: options.httpKeys?.masterKey ?? process.env.FUNCTIONS_HOST_MASTER_KEY ?? randomBytes(24).toString("base64url"),
+  };
+  registerSecret(httpKeys.functionKey);
+  registerSecret(httpKeys.masterKey);
 
   const connectionString = options.serviceBusConnectionString ?? process.env.SERVICEBUS_CONNECTION;
   if (serviceBusDefs.length > 0 && !connectionString) {
@@ -95,9 +114,11 @@ export async function startFunctionsHost(options: FunctionsHostOptions = {}): Pr
   const listeners: ServiceBusListener[] = [];
   const unregister: (() => void)[] = [];
   let webhook: WebhookServer | undefined;
+  let httpServer: HttpTriggerServer | undefined;
 
   const closeAll = async () => {
     for (const u of unregister) u();
+    await httpServer?.close();
     await Promise.allSettled(listeners.map((l) => l.close()));
     await webhook?.close();
     await client?.close();
@@ -142,6 +163,13 @@ export async function startFunctionsHost(options: FunctionsHostOptions = {}): Pr
         }
       }
     }
+
+    if (httpDefs.length > 0) {
+      httpServer = await startHttpTriggers(
+        httpDefs.filter((d) => d.kind === "http"),
+        { keys: httpKeys, port: options.httpPort ?? 0, logger, record },
+      );
+    }
   } catch (err) {
     await closeAll();
     throw err;
@@ -151,6 +179,8 @@ export async function startFunctionsHost(options: FunctionsHostOptions = {}): Pr
   return {
     functions: definitions.map((d) => d.name),
     webhookUrl: webhook?.url,
+    httpUrl: httpServer?.url,
+    httpKeys,
     invocations: () => [...records],
     close: () => (closing ??= closeAll()),
   };

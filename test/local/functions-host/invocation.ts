@@ -11,7 +11,7 @@ import type { Logger } from "@connector/shared/logger";
 export interface InvocationRecord {
   readonly functionName: string;
   readonly invocationId: string;
-  readonly trigger: "serviceBus" | "eventGrid";
+  readonly trigger: "serviceBus" | "eventGrid" | "http";
   readonly outcome: "succeeded" | "failed";
   /** Service Bus: host-style delivery count (1 on first delivery). */
   readonly deliveryCount?: number;
@@ -19,6 +19,8 @@ export interface InvocationRecord {
   /** Service Bus: how the function settled the message (completed, abandoned, deadLettered). */
   readonly settlement?: string;
   readonly eventId?: string;
+  /** HTTP: the status the function answered with. */
+  readonly httpStatus?: number;
   readonly error?: string;
   readonly startedAt: string;
   readonly durationMs: number;

@@ -6,12 +6,14 @@
  *   LOCAL_EVENTGRID_URL              base URL of the local Event Grid (admin API) — for Event Grid functions
  *   LOCAL_EVENTGRID_KEY              its key
  *   FUNCTIONS_HOST_WEBHOOK_PORT      port of the Event Grid webhook (default 0 = any free port)
+ *   FUNCTIONS_HOST_HTTP_PORT         port of the HTTP trigger server (default 0 = any free port)
+ *   FUNCTIONS_HOST_KEY / FUNCTIONS_HOST_MASTER_KEY  keys the HTTP trigger accepts (default: random)
  *   FUNCTIONS_HOST_MAX_CONCURRENT_CALLS
  *   FUNCTIONS_HOST_FUNCTIONS         optional comma-separated subset of function names
  *   FUNCTIONS_HOST_DEFINITIONS_MODULE optional module (path or file URL) exporting `allFunctions`
  *                                    instead of services/src/functions/index.ts (tests)
  *
- * Logs `{"message":"functions host ready", pid, functions, webhookUrl}` when listening; closes the
+ * Logs `{"message":"functions host ready", pid, functions, webhookUrl, httpUrl}` when listening; closes the
  * receivers and exits 0 on SIGTERM / SIGINT, and when the parent's IPC channel (if any) disconnects.
  */
 import path from "node:path";
@@ -53,6 +55,7 @@ async function main(): Promise<void> {
       eventGridUrl && eventGridKey
         ? { url: eventGridUrl, key: eventGridKey, port: positiveInt("FUNCTIONS_HOST_WEBHOOK_PORT") ?? 0 }
         : undefined,
+    httpPort: positiveInt("FUNCTIONS_HOST_HTTP_PORT") ?? 0,
     maxConcurrentCalls: positiveInt("FUNCTIONS_HOST_MAX_CONCURRENT_CALLS"),
     logger,
   });
@@ -80,7 +83,7 @@ async function main(): Promise<void> {
   }
 
   // Always printed, whatever LOG_LEVEL says: the parent waits for this line.
-  createLogger({ service: "functions-host", level: "info" }).info("functions host ready", { pid: process.pid, functions: host.functions, webhookUrl: host.webhookUrl });
+  createLogger({ service: "functions-host", level: "info" }).info("functions host ready", { pid: process.pid, functions: host.functions, webhookUrl: host.webhookUrl, httpUrl: host.httpUrl });
 }
 
 main().catch((err: unknown) => {

@@ -11,6 +11,8 @@ import { connectionSettings, type FunctionTrigger } from "@connector/shared/topo
 import type { Logger } from "@connector/shared/logger";
 import { createInvocationContext, type InvocationRecord } from "./invocation.ts";
 import { serviceBusTriggerMetadata, triggerInputFromBody } from "./trigger-metadata.ts";
+// The SDK settles with rhea: one disposition frame per delivery (see rhea-dispositions.ts).
+import "../servicebus/rhea-dispositions.ts";
 
 export type ServiceBusTrigger = Extract<FunctionTrigger, { type: "serviceBusQueue" | "serviceBusTopic" }>;
 

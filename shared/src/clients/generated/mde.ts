@@ -41,6 +41,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/machineactions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List machine actions (Machine.Read.All or Machine.ReadWrite.All). 100 calls/min, 1500/h.
+         *     Live Response sessions started from the portal's device page are not listed.
+         */
+        get: operations["listMachineActions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/machineactions/{id}": {
         parameters: {
             query?: never;
@@ -215,6 +235,10 @@ export interface components {
             troubleshootInfo?: string | null;
             commands?: components["schemas"]["MachineActionCommand"][];
         };
+        MachineActionList: {
+            "@odata.context"?: string;
+            value: components["schemas"]["MachineAction"][];
+        };
         ODataString: {
             "@odata.context"?: string;
             /** @description SAS URL of the result file */
@@ -349,6 +373,39 @@ export interface operations {
             401: components["responses"]["Error"];
             403: components["responses"]["Error"];
             404: components["responses"]["Error"];
+            429: components["responses"]["Throttled"];
+            500: components["responses"]["Error"];
+        };
+    };
+    listMachineActions: {
+        parameters: {
+            query?: {
+                /**
+                 * @description OData filter on id, status, machineId, type, requestor or creationDateTimeUtc, e.g.
+                 *     `machineId eq '<40 hex>'`. Combining clauses with `and` is unverified.
+                 */
+                $filter?: string;
+                /** @description At most 10,000. */
+                $top?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The matching actions. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MachineActionList"];
+                };
+            };
+            400: components["responses"]["Error"];
+            401: components["responses"]["Error"];
+            403: components["responses"]["Error"];
             429: components["responses"]["Throttled"];
             500: components["responses"]["Error"];
         };
