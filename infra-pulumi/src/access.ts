@@ -71,6 +71,12 @@ export class ConnectorAccess extends pulumi.ComponentResource {
       ConnectorStorage.tableId(args.storage.stagingAccount, storageDefaults.jobsTable),
       "Job state",
     );
+    grant(
+      "liveresponse-table",
+      "storageTableDataContributor",
+      ConnectorStorage.tableId(args.storage.stagingAccount, storageDefaults.liveResponseTable),
+      "Live Response leases: one session per device, tenant-wide caps",
+    );
 
     // Service Bus: receive where a trigger listens, send to every queue and topic (the functions
     // forward to the next stage and reschedule onto their own entity for backoff).

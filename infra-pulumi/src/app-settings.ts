@@ -48,6 +48,7 @@ export function buildAppSettings(inputs: AppSettingInputs): Record<string, pulum
     STORAGE_TABLE_URL: inputs.stagingTableUrl,
     STAGING_CONTAINER: storageDefaults.stagingContainer,
     JOBS_TABLE: storageDefaults.jobsTable,
+    LIVE_RESPONSE_TABLE: storageDefaults.liveResponseTable,
     EVENTGRID_ENDPOINT: inputs.eventGridEndpoint,
     ANYRUN_API_KEY: pulumi.interpolate`@Microsoft.KeyVault(SecretUri=${inputs.anyrunKeySecretUri})`,
     CONNECTOR_PACKAGE_SHA256: inputs.packageSha256,

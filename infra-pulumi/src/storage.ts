@@ -31,6 +31,8 @@ export class ConnectorStorage extends pulumi.ComponentResource {
   readonly stagingContainer: azure.storage.BlobContainer;
   readonly deadLetterContainer: azure.storage.BlobContainer;
   readonly jobsTable: azure.storage.Table;
+  /** Live Response leases (one session per device, tenant-wide caps). */
+  readonly liveResponseTable: azure.storage.Table;
   readonly lifecycle: azure.storage.ManagementPolicy;
   readonly hostAccount: azure.storage.StorageAccount;
   readonly deploymentContainer: azure.storage.BlobContainer;
@@ -70,6 +72,7 @@ export class ConnectorStorage extends pulumi.ComponentResource {
       parent,
     );
     this.jobsTable = new azure.storage.Table("jobs-table", { ...staging, tableName: storageDefaults.jobsTable }, parent);
+    this.liveResponseTable = new azure.storage.Table("liveresponse-table", { ...staging, tableName: storageDefaults.liveResponseTable }, parent);
     this.lifecycle = new azure.storage.ManagementPolicy(
       "staging-lifecycle",
       {

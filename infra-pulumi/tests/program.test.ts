@@ -289,8 +289,9 @@ describe("storage", () => {
     const rule = policy.inputs.policy.rules.find((r: any) => r.name === "delete-leftover-samples");
     expect(rule.definition.filters.prefixMatch).toEqual([`${storageDefaults.stagingContainer}/`]);
     expect(rule.definition.actions.baseBlob.delete.daysAfterCreationGreaterThan).toBe(1);
-    const table = one("azure-native:storage:Table");
-    expect(table.inputs).toMatchObject({ tableName: storageDefaults.jobsTable, accountName: staging.inputs.accountName });
+    const tables = ofType("azure-native:storage:Table");
+    expect(tables.map((t) => t.inputs.tableName).sort()).toEqual([storageDefaults.jobsTable, storageDefaults.liveResponseTable].sort());
+    for (const table of tables) expect(table.inputs.accountName).toBe(staging.inputs.accountName);
   });
 
   it("requires TLS 1.2 and no public blob access on every account", () => {
@@ -333,6 +334,7 @@ describe("Function App", () => {
       STORAGE_TABLE_URL: `https://${staging.inputs.accountName}.table.core.windows.net/`,
       STAGING_CONTAINER: storageDefaults.stagingContainer,
       JOBS_TABLE: storageDefaults.jobsTable,
+      LIVE_RESPONSE_TABLE: storageDefaults.liveResponseTable,
       EVENTGRID_ENDPOINT: `https://${one("azure-native:eventgrid:Topic").inputs.topicName}.westeurope-1.eventgrid.azure.net/api/events`,
       ANYRUN_API_KEY: `@Microsoft.KeyVault(SecretUri=https://${vault.inputs.vaultName}.vault.azure.net/secrets/anyrun-api-key)`,
       AZURE_CREDENTIAL: "default",
@@ -423,6 +425,7 @@ describe("role assignments", () => {
     expect(grantsTo(FUNCTION_PRINCIPAL_ID, ROLE.blobDelegator)).toEqual([staging.id]);
     expect(grantsTo(FUNCTION_PRINCIPAL_ID, ROLE.tableContributor)).toEqual([
       `${staging.id}/tableServices/default/tables/${storageDefaults.jobsTable}`,
+      `${staging.id}/tableServices/default/tables/${storageDefaults.liveResponseTable}`,
     ]);
     const entityIds = [...ofType("azure-native:servicebus:Queue"), ...ofType("azure-native:servicebus:Topic")].map((r) => r.id);
     expect(grantsTo(FUNCTION_PRINCIPAL_ID, ROLE.sbSender).sort()).toEqual(entityIds.sort());
