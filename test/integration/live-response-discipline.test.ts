@@ -387,6 +387,21 @@ describe("devices we must not or cannot use", () => {
     expect(h.bus.queue.filter((m) => m.kind === "watch")).toEqual([]);
   });
 
+  it("says what the endpoint script reported when it could not collect the file", async () => {
+    const h = await harness(fast);
+    const device = windowsDevice(fast);
+    const x = await fileJob(fast, device, "gone.exe");
+    // Same job, but the quarantine holds another path: the script ends not_found (exit 3).
+    const missing: ArtifactCommand = { ...x.command, artifact: { ...x.artifact, fileName: "not-in-quarantine.exe" } };
+    await jobStore.update(x.incident.incidentId, x.artifact.artifactId, { artifact: missing.artifact });
+    expect(await handleCollectFile(missing, h.deps)).toBe("started");
+    await h.drain(async () => (await job(x.incident.incidentId, x.artifact.artifactId)).status === "failed", 20_000);
+    const record = await job(x.incident.incidentId, x.artifact.artifactId);
+    expect(record.failure).toMatch(/^The file could not be collected from the endpoint: the script reported not_found.*exit code 3\.$/);
+    expect(h.comments.map((c) => c.message).join("\n")).toContain("the script reported not_found");
+    expect(await h.limits.deviceLease(device)).toBeUndefined();
+  });
+
   it("reports an inactive device on the incident without starting anything", async () => {
     const h = await harness(fast);
     const device = windowsDevice(fast, "Inactive");

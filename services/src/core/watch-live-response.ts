@@ -97,8 +97,12 @@ export async function handleLiveResponseWatch(body: unknown, deps: CollectDeps):
   }
 
   if (action.status !== "Succeeded") {
+    // A script that exited non-zero fails the action, but its result file (and result line) is
+    // still there: say what the script reported, not only MDE's generic error.
+    const reported = action.status === "Failed" ? await scriptReport(deps, watch.machineActionId) : undefined;
     const errors = (action.commands ?? []).flatMap((c) => c.errors ?? []).slice(0, 3).join("; ");
-    await failJob(deps, job, `Live Response ended ${action.status}${errors ? `: ${errors}` : ""}.`);
+    await deps.staging.delete(job.blobName ?? "");
+    await failJob(deps, job, reported ?? `Live Response ended ${action.status}${errors ? `: ${errors}` : ""}.`);
     return "failed";
   }
 
@@ -118,4 +122,15 @@ export async function handleLiveResponseWatch(body: unknown, deps: CollectDeps):
   }
   log.info("endpoint script uploaded the sample", { size: outcome.report.size });
   return "uploaded";
+}
+
+/** What the collection script itself reported in a failed action's result file, when it got that far. */
+async function scriptReport(deps: CollectDeps, actionId: string): Promise<string | undefined> {
+  try {
+    const outcome = parseCollectResult(await deps.endpoints.downloadScriptResult(actionId, 0));
+    if (outcome.ok || !outcome.status) return undefined;
+    return `The file could not be collected from the endpoint: the script reported ${outcome.status}${outcome.report?.detail ? ` (${outcome.report.detail})` : ""}, exit code ${outcome.exitCode ?? "unknown"}.`;
+  } catch {
+    return undefined;
+  }
 }
