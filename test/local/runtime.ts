@@ -9,11 +9,11 @@ import { queues, storageDefaults } from "@connector/shared/topology";
 import { JobStore } from "@connector/shared/job-store";
 import { startAzurite, type AzuriteInstance } from "./azurite.ts";
 import { startServiceBusBroker } from "./servicebus/index.ts";
-import type { LocalServiceBusBroker } from "./servicebus/types.ts";
+import type { LocalServiceBusBroker, ServiceBusBrokerOptions } from "./servicebus/types.ts";
 import { startLocalEventGrid, type LocalEventGrid } from "./eventgrid/index.ts";
 import { startFunctionsHost, type FunctionsHost } from "./functions-host/index.ts";
-import { startAnyRunDouble } from "./doubles/anyrun.ts";
-import { startMdeDouble, type MdeDouble } from "./doubles/mde.ts";
+import { startAnyRunDouble, type AnyRunDoubleOptions } from "./doubles/anyrun.ts";
+import { startMdeDouble, type MdeDouble, type MdeDoubleOptions } from "./doubles/mde.ts";
 import { startSentinelDouble } from "./doubles/sentinel.ts";
 import { devices, maliciousSample, sha256, urls, type SampleIncident } from "./samples.ts";
 
@@ -31,6 +31,28 @@ export interface LocalRuntimeOptions {
   logger?: Logger;
   /** Extra environment for the functions host (overrides). */
   env?: Record<string, string>;
+  /** Overrides of the ANY.RUN double's options (e.g. `parallelSlots`, `knownBadSha256`, `queuedMs`). */
+  anyrun?: Partial<AnyRunDoubleOptions>;
+  /** Overrides of the MDE double's options (e.g. `startCallsPerMinute`, `maxConcurrentSessions`). */
+  mde?: Partial<MdeDoubleOptions>;
+  /** Overrides of the broker's options (e.g. `queues` / `topics` with a shorter lock for crash tests). */
+  broker?: Omit<ServiceBusBrokerOptions, "logger">;
+  /** Local Event Grid: retry-delay multiplier (default 0.05) and per-subscription retry policies. */
+  eventGrid?: { timeScale?: number; retryPolicy?: Readonly<Record<string, { maxDeliveryAttempts?: number; eventTimeToLiveMinutes?: number }>> };
+  /**
+   * Puts something between the connector and the doubles (e.g. a fault-injecting proxy): gets the
+   * doubles' base URLs and returns the URLs the functions host should use instead; `close` runs
+   * when the runtime closes.
+   */
+  interpose?: (doubles: DoubleUrls) => Promise<Partial<DoubleUrls> & { close?: () => Promise<void> }>;
+}
+
+/** Base URLs of the doubles as the connector's settings name them. */
+export interface DoubleUrls {
+  anyrun: string;
+  mde: string;
+  arm: string;
+  ti: string;
 }
 
 export interface LocalRuntime {
@@ -65,25 +87,38 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
   try {
     const azurite = await startAzurite({ logger });
     cleanups.push(() => azurite.close());
-    const broker = await startServiceBusBroker({ logger });
+    const broker = await startServiceBusBroker({ ...options.broker, logger });
     cleanups.push(() => broker.close());
-    const eventGrid = await startLocalEventGrid({ azurite, timeScale: 0.05, logger });
+    const eventGrid = await startLocalEventGrid({
+      azurite,
+      timeScale: options.eventGrid?.timeScale ?? 0.05,
+      ...(options.eventGrid?.retryPolicy ? { retryPolicy: options.eventGrid.retryPolicy } : {}),
+      logger,
+    });
     cleanups.push(() => eventGrid.close());
     const anyrun = await startAnyRunDouble({
-      apiKey: anyrunKey,
       knownBadSha256: [sha256(maliciousSample)],
       knownBadUrls: [urls.malicious],
       queuedMs: 300,
       runningMs: options.sandboxRunMs ?? 1500,
+      ...options.anyrun,
+      apiKey: anyrunKey,
     });
     cleanups.push(() => anyrun.close());
-    const mde = await startMdeDouble({ pendingDelayMs: 200, logger });
+    const mde = await startMdeDouble({ pendingDelayMs: 200, logger, ...options.mde });
     cleanups.push(() => mde.close());
     const sentinel = await startSentinelDouble({});
     cleanups.push(() => sentinel.close());
 
     mde.seedMachine({ id: devices.windows.id, osPlatform: devices.windows.osPlatform, osArchitecture: devices.windows.osArchitecture, computerDnsName: devices.windows.name, healthStatus: "Active" });
     mde.seedMachine({ id: devices.linux.id, osPlatform: devices.linux.osPlatform, osArchitecture: devices.linux.osArchitecture, computerDnsName: devices.linux.name, healthStatus: "Active" });
+
+    const doubleUrls: DoubleUrls = { anyrun: anyrun.url, mde: mde.url, arm: sentinel.armUrl, ti: sentinel.tiUrl };
+    if (options.interpose) {
+      const { close, ...urls } = await options.interpose({ ...doubleUrls });
+      if (close) cleanups.push(close);
+      Object.assign(doubleUrls, urls);
+    }
 
     const env: Record<string, string> = {
       SERVICEBUS_CONNECTION: broker.connectionString,
@@ -93,11 +128,11 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       EVENTGRID_KEY: eventGrid.key,
       LOCAL_EVENTGRID_URL: eventGrid.url,
       LOCAL_EVENTGRID_KEY: eventGrid.key,
-      ANYRUN_BASE_URL: anyrun.url,
+      ANYRUN_BASE_URL: doubleUrls.anyrun,
       ANYRUN_API_KEY: anyrunKey,
-      MDE_BASE_URL: mde.url,
-      ARM_BASE_URL: sentinel.armUrl,
-      SENTINEL_TI_BASE_URL: sentinel.tiUrl,
+      MDE_BASE_URL: doubleUrls.mde,
+      ARM_BASE_URL: doubleUrls.arm,
+      SENTINEL_TI_BASE_URL: doubleUrls.ti,
       AZURE_CREDENTIAL: "local",
       ANALYSIS_POLL_SECONDS: "1",
       LIVE_RESPONSE_POLL_SECONDS: "1",

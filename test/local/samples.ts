@@ -146,3 +146,6 @@ export function sampleIncidents(): SampleIncident[] {
     },
   ];
 }
+
+/** The entity builders the samples use, for other generators of trigger bodies (campaigns). */
+export const sampleEntities = { host, file, fileHash, url } as const;

@@ -74,6 +74,9 @@ export interface UploadLogEntry {
   at: string;
 }
 
+/** An upload request with the STIX objects it carried (empty when the body had none). */
+export type UploadWithObjects = UploadLogEntry & { objects: Json[] };
+
 export interface SentinelDoubleOptions {
   /** api-versions the ARM side accepts (default ["2025-09-01"]). */
   armApiVersions?: string[];
@@ -110,6 +113,8 @@ export interface SentinelDouble {
   stixObjects(workspaceId: string): Json[];
   /** TI upload requests, in arrival order. */
   uploads(): UploadLogEntry[];
+  /** The same requests with the objects each carried (to attribute indicators to uploads). */
+  uploadsWithObjects(): UploadWithObjects[];
   /** Every request either side received. */
   requests(): RequestLogEntry[];
   setFaults(hook: FaultHook | undefined): void;
@@ -254,6 +259,7 @@ export async function startSentinelDouble(options: SentinelDoubleOptions = {}): 
   const stix = new Map<string, Map<string, Json>>();
   const requestLog: RequestLogEntry[] = [];
   const uploadLog: UploadLogEntry[] = [];
+  const uploadObjects: Json[][] = [];
   const tiCalls = new Map<string, number[]>();
   let incidentNumber = 1000;
 
@@ -529,6 +535,7 @@ export async function startSentinelDouble(options: SentinelDoubleOptions = {}): 
     sourceSystem?: unknown;
     objectCount?: number;
     errors?: UploadLogEntry["errors"];
+    objects?: Json[];
   }
 
   function handleTi(req: DoubleRequest): HttpAnswer {
@@ -545,6 +552,7 @@ export async function startSentinelDouble(options: SentinelDoubleOptions = {}): 
       errors: outcome.errors ?? [],
       at: new Date(t).toISOString(),
     });
+    uploadObjects.push(outcome.objects ?? []);
     return outcome.answer;
   }
 
@@ -600,6 +608,7 @@ export async function startSentinelDouble(options: SentinelDoubleOptions = {}): 
       sourceSystem: sourcesystem,
       objectCount,
       errors,
+      objects: stixobjects.filter(isObject).map((o) => clone(o)),
     };
   }
 
@@ -733,6 +742,7 @@ export async function startSentinelDouble(options: SentinelDoubleOptions = {}): 
     indicators: (workspaceId) => [...(stix.get(workspaceId.toLowerCase())?.values() ?? [])].filter((o) => o.type === "indicator").map(clone),
     stixObjects: (workspaceId) => [...(stix.get(workspaceId.toLowerCase())?.values() ?? [])].map(clone),
     uploads: () => uploadLog.map(clone),
+    uploadsWithObjects: () => uploadLog.map((u, i) => ({ ...clone(u), objects: (uploadObjects[i] ?? []).map(clone) })),
     requests: () => requestLog.map(clone),
     setFaults: (hook) => {
       faults = hook;

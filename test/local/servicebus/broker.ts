@@ -19,6 +19,8 @@ import { EntityRegistry, type ResolvedAddress } from "./entities.ts";
 import { handleCbsRequest, handleManagementRequest, type ManagementResponse } from "./management.ts";
 import type { MessageStore, StoredMessage } from "./message-store.ts";
 import { localAttach } from "./rhea-internals.ts";
+// One disposition frame per delivery (rhea 3.0.5 merges the second delivery into the first one's outcome).
+import "./rhea-dispositions.ts";
 import type {
   EntityStats,
   InspectedMessage,
