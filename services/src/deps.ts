@@ -3,7 +3,8 @@ import { getConfig, type Config } from "@connector/shared/config";
 import { createCredential } from "@connector/shared/credentials";
 import { Bus } from "@connector/shared/bus";
 import { AnalysisEvents } from "@connector/shared/analysis-events";
-import { StagingStore } from "@connector/shared/staging";
+import { StagingStore, blobServiceFromConfig } from "@connector/shared/staging";
+import { EventGridDeadLetterWriter } from "@connector/shared/eventgrid-dead-letters";
 import { JobStore } from "@connector/shared/job-store";
 import { createLogger, registerSecret } from "@connector/shared/logger";
 import { createMdeClient } from "@connector/shared/clients/mde";
@@ -16,7 +17,7 @@ import type { CoreDeps, Settings } from "./core/ports.ts";
 import type { LiveResponseDeps } from "./core/live-response-sessions.ts";
 import { createSandboxPort } from "./adapters/sandbox.ts";
 
-export type Deps = CoreDeps & LiveResponseDeps & { stagingContainer: string };
+export type Deps = CoreDeps & LiveResponseDeps & { stagingContainer: string; eventGridDeadLetters: EventGridDeadLetterWriter };
 
 function tableClient(config: Config, credential: TokenCredential, table = config.JOBS_TABLE): TableClient {
   if (config.STORAGE_CONNECTION) {
@@ -66,6 +67,7 @@ export async function buildDeps(config: Config, credential: TokenCredential = cr
     events: AnalysisEvents.fromConfig(config, credential),
     staging,
     stagingContainer: config.STAGING_CONTAINER,
+    eventGridDeadLetters: new EventGridDeadLetterWriter(blobServiceFromConfig(config, credential)),
     sandbox: createSandboxPort({ baseUrl: config.ANYRUN_BASE_URL, apiKey: config.ANYRUN_API_KEY, logger }),
     endpoints: createMdeClient({ baseUrl: config.MDE_BASE_URL, credential, scope: config.MDE_SCOPE, logger }),
     liveResponse: { limits: liveResponseLimits, intentGraceSeconds: config.LIVE_RESPONSE_INTENT_GRACE_SECONDS },

@@ -61,6 +61,13 @@ export function verifyHashes(expected: Hashes, actual: BlobDigest): { ok: true }
   return { ok: true };
 }
 
+/** The blob service of the connector's storage: a connection string locally, managed identity in Azure. */
+export function blobServiceFromConfig(config: { STORAGE_CONNECTION?: string; STORAGE_BLOB_URL?: string }, credential?: TokenCredential): BlobServiceClient {
+  if (config.STORAGE_CONNECTION) return BlobServiceClient.fromConnectionString(config.STORAGE_CONNECTION);
+  if (!config.STORAGE_BLOB_URL) throw new Error("No blob storage configured");
+  return new BlobServiceClient(config.STORAGE_BLOB_URL, credential ?? new DefaultAzureCredential());
+}
+
 export class StagingStore {
   constructor(
     private readonly service: BlobServiceClient,
@@ -72,13 +79,9 @@ export class StagingStore {
     config: { STORAGE_CONNECTION?: string; STORAGE_BLOB_URL?: string; STAGING_CONTAINER: string },
     credential?: TokenCredential,
   ): StagingStore {
-    if (config.STORAGE_CONNECTION) {
-      const service = BlobServiceClient.fromConnectionString(config.STORAGE_CONNECTION);
-      const key = service.credential instanceof StorageSharedKeyCredential ? service.credential : undefined;
-      return new StagingStore(service, config.STAGING_CONTAINER, key);
-    }
-    if (!config.STORAGE_BLOB_URL) throw new Error("No blob storage configured");
-    return new StagingStore(new BlobServiceClient(config.STORAGE_BLOB_URL, credential ?? new DefaultAzureCredential()), config.STAGING_CONTAINER);
+    const service = blobServiceFromConfig(config, credential);
+    const key = service.credential instanceof StorageSharedKeyCredential ? service.credential : undefined;
+    return new StagingStore(service, config.STAGING_CONTAINER, key);
   }
 
   get container(): ContainerClient {

@@ -18,10 +18,12 @@ import { formatSeconds, openArtifacts, settle, startCampaignRuntime, waitUntilFi
  * that is then fixed must come through to enrichment when replayed with the replay core
  * (shared/src/replay: ServiceBusDeadLetters.resend, EventGridDeadLetters.replay).
  *
- * Knobs: Event Grid retry policy of `enrich-incident` cut to 3 attempts (topology: 30 attempts /
- * 24 h) and its schedule ×0.01. An Event Grid trigger cannot refuse an event — a function that
- * throws answers 500 — so Event Grid dead-letters a poison event only when its retry policy is
- * exhausted; the shorter policy shows that within a second instead of a day.
+ * An Event Grid trigger cannot refuse an event (a function that throws answers 500), so the Event
+ * Grid functions dead-letter invalid input themselves, at once, in Event Grid's own dead-letter
+ * format with the reason (shared/src/eventgrid-dead-letters.ts). Events that fail for another
+ * cause (Sentinel 404 here) are retried by Event Grid; knobs: the retry policy of
+ * `enrich-incident` cut to 3 attempts (topology: 30 attempts / 24 h) and its schedule ×0.01, so
+ * that shows within a second instead of a day.
  */
 
 export interface PoisonCase {
@@ -171,7 +173,7 @@ export async function runPoisonCampaign(options: { seed?: number; log?: (line: s
     await publisher.send([
       { id: "poison-event-bad-data", eventType: eventTypes.analysisCompleted, subject: "/incidents/poison", dataVersion: "1.0", eventTime: new Date(), data: { incident: refOf(corrected), outcome: "exploded" } },
     ]);
-    malformed("analysis-completed event with bad data", "eventgrid:enrich-incident", /^MaxDeliveryAttemptsExceeded$/, /Not an analysis-completed event/);
+    malformed("analysis-completed event with bad data", "eventgrid:enrich-incident", /^InvalidInput$/, /Not an analysis-completed event: .*artifactId/);
 
     // ---------------------------------------------------------------- valid input, failing for a cause we then fix
     // 1. Sentinel answers 404 for the incident (not seeded yet): the started comment cannot be posted.
@@ -217,7 +219,7 @@ export async function runPoisonCampaign(options: { seed?: number; log?: (line: s
     const hostLog = runtime.hostOutput();
     const taken = new Set<DeadLetterInfo>();
     for (const c of cases) {
-      const match = before.find((d) => !taken.has(d) && d.entity === c.entity && c.reason.test(d.reason) && (c.entity.startsWith("eventgrid:") ? d.messageId === "poison-event-bad-data" : c.says.test(d.description)));
+      const match = before.find((d) => !taken.has(d) && d.entity === c.entity && c.reason.test(d.reason) && c.says.test(d.description) && (!c.entity.startsWith("eventgrid:") || d.messageId === "poison-event-bad-data"));
       if (match) {
         taken.add(match);
         c.found = match;
