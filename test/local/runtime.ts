@@ -15,7 +15,7 @@ import { startFunctionsHost, type FunctionsHost } from "./functions-host/index.t
 import { startAnyRunDouble, type AnyRunDoubleOptions } from "./doubles/anyrun.ts";
 import { startMdeDouble, type MdeDouble, type MdeDoubleOptions } from "./doubles/mde.ts";
 import { startSentinelDouble } from "./doubles/sentinel.ts";
-import { devices, maliciousSample, sha256, urls, type SampleIncident } from "./samples.ts";
+import { devices, knownBadSamples, urls, type SampleIncident } from "./samples.ts";
 
 /**
  * The embedded default: the whole connector on loopback. Real Azure SDKs against Azurite, the
@@ -97,7 +97,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     });
     cleanups.push(() => eventGrid.close());
     const anyrun = await startAnyRunDouble({
-      knownBadSha256: [sha256(maliciousSample)],
+      knownBadSha256: knownBadSamples(),
       knownBadUrls: [urls.malicious],
       queuedMs: 300,
       runningMs: options.sandboxRunMs ?? 1500,

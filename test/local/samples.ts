@@ -19,6 +19,12 @@ export const maliciousSample = Buffer.concat([
   Buffer.from("ANY.RUN connector local test sample - treated as malicious by the local sandbox double\n", "latin1"),
 ]);
 
+/** A second, different malicious stand-in (the dropper of the mixed incident): every file has its own IoCs. */
+export const maliciousDropper = Buffer.concat([maliciousSample, Buffer.from("dropper stage 2\n", "latin1")]);
+
+/** SHA-256 of every sample the ANY.RUN double treats as malicious. */
+export const knownBadSamples = (): string[] => [sha256(maliciousSample), sha256(maliciousDropper)];
+
 export const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 export const sha1 = (b: Buffer) => createHash("sha1").update(b).digest("hex");
 
@@ -133,11 +139,11 @@ export function sampleIncidents(): SampleIncident[] {
         host(devices.windows, "Windows"),
         // Full entity ids (as the entities API returns them): the file's hash reference resolves.
         file(devices.windows, "C:\\Users\\bob\\AppData\\Local\\Temp", "dropper.exe", [`${armBase}/Entities/${dropperHashEntity}`]),
-        fileHash("SHA256", sha256(maliciousSample), dropperHashEntity),
+        fileHash("SHA256", sha256(maliciousDropper), dropperHashEntity),
         // A bare hash of some other file: no host, no path → reported, not collected.
         fileHash("MD5", "5d41402abc4b2a76b9719d911017c592", "0c7e4d1a-5b6f-4e2a-9d3c-8f1b2a4c6e00"),
       ]),
-      quarantine: [{ deviceId: devices.windows.id, originalPath: "C:\\Users\\bob\\AppData\\Local\\Temp\\dropper.exe", content: maliciousSample }],
+      quarantine: [{ deviceId: devices.windows.id, originalPath: "C:\\Users\\bob\\AppData\\Local\\Temp\\dropper.exe", content: maliciousDropper }],
       expect: [
         { artifact: urls.malicious, outcome: "enriched", verdict: "Malicious activity", minIndicators: 1 },
         { artifact: "dropper.exe", outcome: "enriched", verdict: "Malicious activity", minIndicators: 1 },
