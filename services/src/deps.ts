@@ -16,6 +16,7 @@ import type { TokenCredential } from "@azure/identity";
 import type { CoreDeps, Settings } from "./core/ports.ts";
 import type { LiveResponseDeps } from "./core/live-response-sessions.ts";
 import { createSandboxPort } from "./adapters/sandbox.ts";
+import { createIncidentPort } from "./adapters/incidents.ts";
 
 export type Deps = CoreDeps & LiveResponseDeps & { stagingContainer: string; eventGridDeadLetters: EventGridDeadLetterWriter };
 
@@ -71,11 +72,7 @@ export async function buildDeps(config: Config, credential: TokenCredential = cr
     sandbox: createSandboxPort({ baseUrl: config.ANYRUN_BASE_URL, apiKey: config.ANYRUN_API_KEY, logger }),
     endpoints: createMdeClient({ baseUrl: config.MDE_BASE_URL, credential, scope: config.MDE_SCOPE, logger }),
     liveResponse: { limits: liveResponseLimits, intentGraceSeconds: config.LIVE_RESPONSE_INTENT_GRACE_SECONDS },
-    incidents: {
-      listEntities: async (ref) => (await sentinel.listEntities(ref)).entities,
-      putComment: (ref, id, message) => sentinel.putComment(ref, id, message),
-      addLabels: (ref, labels) => sentinel.addLabels(ref, labels),
-    },
+    incidents: createIncidentPort(sentinel),
     threatIntel: {
       uploadStixObjects: (workspaceId, objects) => ti.uploadStixObjects(workspaceId, config.TI_SOURCE_SYSTEM, objects as never),
     },

@@ -208,7 +208,7 @@ export async function runPoisonCampaign(options: { seed?: number; log?: (line: s
     const expectedSb = cases.filter((c) => !c.entity.startsWith("eventgrid:")).length;
     const snapshot = await waitFor("the dead letters", 60_000, async () => {
       const all = await deadLettersNow(runtime);
-      const intakeNotFound = all.some((d) => d.entity === intakeDlq && d.reason === "MaxDeliveryCountExceeded");
+      const intakeNotFound = all.some((d) => d.entity === intakeDlq && d.reason === "IncidentNotFound");
       const orphaned = all.some((d) => d.entity === urlDlq && d.reason === "UnknownJob");
       const eventGridCount = all.filter((d) => d.entity === "eventgrid:enrich-incident").length;
       const sbCount = all.filter((d) => !d.entity.startsWith("eventgrid:")).length;
@@ -227,7 +227,7 @@ export async function runPoisonCampaign(options: { seed?: number; log?: (line: s
       if (c.entity.startsWith("eventgrid:")) c.logLine = hostLog.split("\n").find((l) => c.says.test(l))?.slice(0, 400);
     }
     const replayCase = (name: string, pick: (d: DeadLetterInfo) => boolean) => ({ name, deadLettered: before.find(pick) });
-    const notFoundIntake = replayCase("incident that Sentinel did not know (404): intake", (d) => d.entity === intakeDlq && d.reason === "MaxDeliveryCountExceeded");
+    const notFoundIntake = replayCase("incident that Sentinel did not know (404): intake", (d) => d.entity === intakeDlq && d.reason === "IncidentNotFound");
     const notFoundEvents = before.filter((d) => d.entity === "eventgrid:enrich-incident" && (d.body as { incident?: { incidentId?: string } } | undefined)?.incident?.incidentId === notFound.incidentId);
     const orphanCommand = replayCase("URL command without its job (UnknownJob)", (d) => d.entity === urlDlq && d.reason === "UnknownJob");
     const orphanEvent = replayCase("analysis-completed event without its job", (d) => d.entity === "eventgrid:enrich-incident" && d.messageId === lateEventId);
