@@ -36,6 +36,12 @@ export interface JobRecord {
   blobName?: string;
   /** SHA-256 of the collected sample (files), recorded before submission for reconciliation. */
   sampleSha256?: string;
+  /** SHA-256 the endpoint script reported for what it uploaded (its result line). */
+  reportedSha256?: string;
+  /** When the paid submission call started: history lookups of an uncertain submission start here. */
+  submittingAt?: string;
+  /** ANY.RUN answered 202 with a queue id: the task exists but has no permanent id yet. */
+  queueTaskId?: string;
   /** Sandbox environment chosen from the endpoint (env_os, env_version, env_bitness). */
   sandboxEnvironment?: Record<string, string>;
   verdict?: { threatLevel: number; threatLevelText: string; score: number };
@@ -87,6 +93,9 @@ function fromEntity(entity: TableEntityResult<Record<string, unknown>>): JobReco
     ...(opt("machineActionId") ? { machineActionId: opt("machineActionId") } : {}),
     ...(opt("blobName") ? { blobName: opt("blobName") } : {}),
     ...(opt("sampleSha256") ? { sampleSha256: opt("sampleSha256") } : {}),
+    ...(opt("reportedSha256") ? { reportedSha256: opt("reportedSha256") } : {}),
+    ...(opt("submittingAt") ? { submittingAt: opt("submittingAt") } : {}),
+    ...(opt("queueTaskId") ? { queueTaskId: opt("queueTaskId") } : {}),
     ...(opt("failure") ? { failure: opt("failure") } : {}),
     ...(opt("sandboxEnvironment") ? { sandboxEnvironment: json("sandboxEnvironment") } : {}),
     ...(opt("verdict") ? { verdict: json("verdict") } : {}),

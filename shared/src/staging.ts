@@ -40,6 +40,8 @@ export function parseBlobSubject(subject: string): { container: string; blobName
 }
 
 export interface BlobDigest {
+  /** ETag of the version that was hashed. */
+  etag: string;
   size: number;
   sha256: string;
   sha1: string;
@@ -93,7 +95,7 @@ export class StagingStore {
   }
 
   /**
-   * A URL that lets its holder create this one blob and nothing else (create + write, blob-scoped,
+   * A URL that lets its holder create this one blob and nothing else (create only, blob-scoped,
    * short expiry, https only unless the store itself is plain http as in the local runtime).
    */
   async createUploadUrl(blobName: string, expiresInMinutes: number): Promise<{ url: string; expiresOn: Date }> {
@@ -104,7 +106,8 @@ export class StagingStore {
     const values = {
       containerName: this.containerName,
       blobName,
-      permissions: BlobSASPermissions.parse("cw"),
+      // Create only: the holder can write this blob once and never overwrite what was collected.
+      permissions: BlobSASPermissions.parse("c"),
       startsOn,
       expiresOn,
       protocol,
@@ -134,12 +137,12 @@ export class StagingStore {
       sha1.update(chunk);
       md5.update(chunk);
     }
-    return { size, sha256: sha256.digest("hex"), sha1: sha1.digest("hex"), md5: md5.digest("hex") };
+    return { etag: download.etag ?? "", size, sha256: sha256.digest("hex"), sha1: sha1.digest("hex"), md5: md5.digest("hex") };
   }
 
   /** A stream of the blob's bytes (for the multipart upload to the sandbox). */
-  async openRead(blobName: string): Promise<NodeJS.ReadableStream> {
-    const download = await this.container.getBlobClient(blobName).download();
+  async openRead(blobName: string, ifMatch?: string): Promise<NodeJS.ReadableStream> {
+    const download = await this.container.getBlobClient(blobName).download(0, undefined, ifMatch ? { conditions: { ifMatch } } : {});
     if (!download.readableStreamBody) throw new Error(`Blob ${blobName} has no body`);
     return download.readableStreamBody;
   }

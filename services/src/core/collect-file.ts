@@ -5,7 +5,7 @@ import { describeIssues, InvalidInputError } from "@connector/shared/errors";
 import { ConcurrentUpdateError, type JobRecord } from "@connector/shared/job-store";
 import type { Logger } from "@connector/shared/logger";
 import { newStagingBlobName } from "@connector/shared/staging";
-import { encodeCollectArgs, type CollectOs } from "@connector/shared/live-response/args";
+import { CollectArgsError, encodeCollectArgs, type CollectOs } from "@connector/shared/live-response/args";
 import { collectComment, leaseHolderOf } from "@connector/shared/live-response/ownership";
 import { sandboxEnvironmentFor } from "@connector/shared/anyrun/options";
 import type { MachineInfo } from "./ports.ts";
@@ -199,6 +199,13 @@ async function start(
       // Another delivery of this job got there first; it holds the same leases (same holder id).
       log.info("another delivery is starting this collection", {});
       return "skipped";
+    }
+    if (err instanceof CollectArgsError) {
+      // A name or path the endpoint script cannot be given safely (e.g. a separator inside the
+      // file name): this will never work, so say so on the incident instead of retrying.
+      await releaseLeases(deps, job);
+      await failJob(deps, job, `The file cannot be collected: ${err.message}.`);
+      return "failed";
     }
     if (!resumed) await releaseLeases(deps, job);
     throw err;

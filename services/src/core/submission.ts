@@ -18,7 +18,7 @@ export type SubmissionDecision =
 
 export async function decideSubmission(deps: CoreDeps, job: JobRecord, match: { url?: string; sha256?: string }): Promise<SubmissionDecision> {
   if (job.status !== "submitting" && job.status !== "submission_uncertain") return { action: "submit" };
-  const since = new Date(job.updatedAt);
+  const since = new Date(job.submittingAt ?? job.updatedAt);
   if (job.status === "submitting" && now(deps).getTime() - since.getTime() < deps.settings.submissionGraceSeconds * 1000) {
     return { action: "wait" };
   }
@@ -28,7 +28,19 @@ export async function decideSubmission(deps: CoreDeps, job: JobRecord, match: { 
     artifactId: job.artifactId,
     found: taskId ?? null,
   });
-  return taskId ? { action: "adopt", taskId } : { action: "submit" };
+  if (taskId) return { action: "adopt", taskId };
+  // ANY.RUN said 202 (queued): the task exists; wait until it shows in the history, never pay twice.
+  return job.queueTaskId ? { action: "wait" } : { action: "submit" };
+}
+
+/**
+ * ANY.RUN answered 202 with only a queue id. How a queue id resolves is not documented, so the
+ * job is treated like an uncertain submission that must not be repeated: it waits until the task
+ * appears in the account's history and adopts it from there.
+ */
+export async function recordQueued(deps: CoreDeps, job: JobRecord, queueTaskId: string): Promise<void> {
+  await deps.jobs.update(job.incidentId, job.artifactId, { status: "submission_uncertain", queueTaskId });
+  deps.logger.info("the sandbox queued the submission; waiting for its task in the history", { incidentId: job.incidentId, artifactId: job.artifactId, queueTaskId });
 }
 
 /** 429 means no task was created; 5xx, no answer or a 2xx without an id leave the outcome unknown. */
@@ -37,8 +49,8 @@ export function outcomeUnknown(err: unknown): err is ApiError {
 }
 
 /** Records the task and schedules the first poll of it. */
-export async function recordSubmitted(deps: CoreDeps, job: JobRecord, result: SubmitResult | { kind: "adopted"; taskId: string }): Promise<string> {
-  const taskId = result.kind === "queued" ? result.queueTaskId : result.taskId;
+export async function recordSubmitted(deps: CoreDeps, job: JobRecord, result: Exclude<SubmitResult, { kind: "queued" }> | { kind: "adopted"; taskId: string }): Promise<string> {
+  const taskId = result.taskId;
   const taskUrl = deps.sandbox.taskUrl(taskId);
   await deps.jobs.update(job.incidentId, job.artifactId, { status: "submitted", taskId, taskUrl });
   await scheduleFirstPoll(deps, job, taskId);

@@ -4,7 +4,8 @@ import { parseBlobSubject, parseStagingBlobName, verifyHashes } from "@connector
 import { eventTypes } from "@connector/shared/topology";
 import type { JobRecord } from "@connector/shared/job-store";
 import type { CoreDeps } from "./ports.ts";
-import { failJob } from "./job-outcomes.ts";
+import { failJob, now } from "./job-outcomes.ts";
+import { recordQueued } from "./submission.ts";
 import { decideSubmission, ensureFirstPoll, outcomeUnknown, recordSubmitted } from "./submission.ts";
 
 export type SubmitFileOutcome = "submitted" | "adopted" | "ignored" | "skipped" | "failed";
@@ -78,13 +79,28 @@ async function submit(deps: CoreDeps, job: JobRecord, blobName: string, log: Cor
     await failJob(deps, job, `The collected file's ${check.algorithm} ${check.actual} does not match the incident's ${check.expected}; not submitted.`);
     return "failed";
   }
+  // Without a hash from the incident, the only proof that the blob is what the script collected is
+  // the SHA-256 the script itself reported: wait for it rather than trust whoever held the SAS.
+  const hasIncidentHash = Boolean(job.artifact.hashes.sha256 || job.artifact.hashes.sha1 || job.artifact.hashes.md5);
+  if (!job.reportedSha256 && !hasIncidentHash) {
+    if (job.status === "collecting") throw new RetryLaterError("waiting for the endpoint script's own hash of the upload");
+    await deps.staging.delete(blobName);
+    await failJob(deps, job, "The endpoint script reported no hash for the upload and the incident carries none; not submitted.");
+    return "failed";
+  }
+  if (job.reportedSha256 && job.reportedSha256.toLowerCase() !== digest.sha256) {
+    await deps.staging.delete(blobName);
+    await failJob(deps, job, `The uploaded file (SHA-256 ${digest.sha256}) is not the one the endpoint script collected (${job.reportedSha256}); not submitted.`);
+    return "failed";
+  }
 
   // Recorded before the paid call: a crash from here on leaves "submitting", never a blind resubmit.
-  await deps.jobs.update(job.incidentId, job.artifactId, { status: "submitting", sampleSha256: digest.sha256 }, job.etag);
+  await deps.jobs.update(job.incidentId, job.artifactId, { status: "submitting", sampleSha256: digest.sha256, submittingAt: now(deps).toISOString() }, job.etag);
   let result;
   try {
     result = await deps.sandbox.submitFile(
-      { fileName: job.artifact.fileName, content: await deps.staging.openRead(blobName), size: digest.size },
+      // Read only the version that was hashed: a blob changed since then fails the read (412).
+      { fileName: job.artifact.fileName, content: await deps.staging.openRead(blobName, digest.etag), size: digest.size },
       { ...deps.settings.fileOptions, ...sandboxEnvironmentOptions(job.sandboxEnvironment) },
     );
   } catch (err) {
@@ -102,6 +118,11 @@ async function submit(deps: CoreDeps, job: JobRecord, blobName: string, log: Cor
       return "failed";
     }
     throw err;
+  }
+  if (result.kind === "queued") {
+    await recordQueued(deps, job, result.queueTaskId);
+    await deps.staging.delete(blobName);
+    throw new RetryLaterError("the sandbox queued the sample; its task is adopted from the history on a later delivery");
   }
   const taskId = await recordSubmitted(deps, job, result);
   await deps.staging.delete(blobName);

@@ -2,9 +2,9 @@ import { artifactCommandSchema, type UrlArtifact } from "@connector/shared/messa
 import { ApiError } from "@connector/shared/clients/http";
 import { describeIssues, InvalidInputError } from "@connector/shared/errors";
 import type { CoreDeps } from "./ports.ts";
-import { failJob, retryCommand } from "./job-outcomes.ts";
+import { failJob, now, retryCommand } from "./job-outcomes.ts";
 import { isRetryable } from "./backoff.ts";
-import { decideSubmission, ensureFirstPoll, outcomeUnknown, recordSubmitted } from "./submission.ts";
+import { decideSubmission, ensureFirstPoll, outcomeUnknown, recordQueued, recordSubmitted } from "./submission.ts";
 
 export type SubmitUrlOutcome = "submitted" | "adopted" | "skipped" | "failed" | "retrying";
 
@@ -36,7 +36,7 @@ export async function handleSubmitUrl(body: unknown, deps: CoreDeps): Promise<Su
   }
 
   // Recorded before the paid call: a crash from here on leaves "submitting", never a blind resubmit.
-  await deps.jobs.update(job.incidentId, job.artifactId, { status: "submitting" }, job.etag);
+  await deps.jobs.update(job.incidentId, job.artifactId, { status: "submitting", submittingAt: now(deps).toISOString() }, job.etag);
   let result;
   try {
     result = await deps.sandbox.submitUrl(artifact.url, deps.settings.urlOptions);
@@ -52,7 +52,11 @@ export async function handleSubmitUrl(body: unknown, deps: CoreDeps): Promise<Su
     }
     throw err;
   }
+  if (result.kind === "queued") {
+    await recordQueued(deps, job, result.queueTaskId);
+    return retryCommand(deps, { ...job, status: "submission_uncertain" }, command, new ApiError("anyrun", "submitUrl", 202, "queued; waiting for the task id"), { keepStatus: true });
+  }
   const taskId = await recordSubmitted(deps, job, result);
-  log.info("URL submitted to the sandbox", { taskId, queued: result.kind === "queued" });
+  log.info("URL submitted to the sandbox", { taskId });
   return "submitted";
 }

@@ -2,6 +2,7 @@ import { analysisWatchSchema } from "@connector/shared/messages";
 import { ApiError } from "@connector/shared/clients/http";
 import { describeIssues, InvalidInputError } from "@connector/shared/errors";
 import type { CoreDeps } from "./ports.ts";
+import { ConcurrentUpdateError } from "@connector/shared/job-store";
 import { addSeconds, now } from "./job-outcomes.ts";
 import { backoffSeconds, isRetryable } from "./backoff.ts";
 
@@ -24,7 +25,10 @@ export async function handleAnalysisWatch(body: unknown, deps: CoreDeps): Promis
   const pastDeadline = current >= new Date(watch.deadline);
   const publish = async (outcome: "done" | "failed" | "timeout") => {
     await deps.events.publishCompleted({ incident: watch.incident, artifactId: watch.artifactId, taskId: watch.taskId, outcome });
-    await deps.jobs.update(job.incidentId, job.artifactId, { status: "completed" });
+    // Guarded: enrichment may already have ended the job (a terminal status is never overwritten).
+    await deps.jobs.update(job.incidentId, job.artifactId, { status: "completed" }, job.etag).catch((err: unknown) => {
+      if (!(err instanceof ConcurrentUpdateError)) throw err;
+    });
     log.info("analysis finished", { outcome });
     return outcome;
   };
@@ -39,8 +43,15 @@ export async function handleAnalysisWatch(body: unknown, deps: CoreDeps): Promis
       await deps.bus.scheduleAnalysisWatch({ ...watch, attempt: watch.attempt + 1 }, addSeconds(current, delay));
       return "pending";
     }
-    if (!(err instanceof ApiError && err.status === 404 && !pastDeadline)) throw err;
-    report = undefined;
+    if (!(err instanceof ApiError)) throw err;
+    // A task can be unknown for a while right after creation: keep polling until the deadline.
+    if (err.status === 404 && !pastDeadline) report = undefined;
+    else if (err.status === 404) return publish("timeout");
+    else {
+      // 401/403/unreadable report: it will not get better by polling; the incident is told.
+      log.warn("the task's report cannot be read; ending the analysis as failed", { status: err.status, code: err.code });
+      return publish("failed");
+    }
   }
   if (report?.final) return publish("done");
   if (report?.failed) return publish("failed");

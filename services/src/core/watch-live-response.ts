@@ -58,6 +58,13 @@ export async function handleLiveResponseWatch(body: unknown, deps: CollectDeps):
       await failJob(deps, job, "The Live Response action could not be found before the deadline.");
       return "failed";
     }
+    if (err instanceof ApiError) {
+      // 401/403 and the like: polling again will not help; free the device and tell the incident.
+      await releaseLeases(deps, job);
+      if (!collecting) return "skipped";
+      await failJob(deps, job, `Live Response status cannot be read (${err.status}${err.code ? ` ${err.code}` : ""}).`);
+      return "failed";
+    }
     throw err;
   }
 
@@ -106,7 +113,21 @@ export async function handleLiveResponseWatch(body: unknown, deps: CollectDeps):
     return "failed";
   }
 
-  const outcome = parseCollectResult(await deps.endpoints.downloadScriptResult(watch.machineActionId, 0));
+  let resultFile;
+  try {
+    resultFile = await deps.endpoints.downloadScriptResult(watch.machineActionId, 0);
+  } catch (err) {
+    if (isRetryable(err)) {
+      await reschedule(Math.max(deps.settings.liveResponsePollSeconds, backoffSeconds(watch.attempt, deps.settings.retry, err.retryAfterSeconds)));
+      return "pending";
+    }
+    if (!(err instanceof ApiError)) throw err;
+    if (!collecting) return "skipped";
+    await deps.staging.delete(job.blobName ?? "");
+    await failJob(deps, job, `The endpoint script's result cannot be read (${err.status}${err.code ? ` ${err.code}` : ""}); the sample is not trusted.`);
+    return "failed";
+  }
+  const outcome = parseCollectResult(resultFile);
   if (!outcome.ok) {
     await deps.staging.delete(job.blobName ?? "");
     const what = outcome.status ? `the script reported ${outcome.status}` : outcome.message;
@@ -116,7 +137,8 @@ export async function handleLiveResponseWatch(body: unknown, deps: CollectDeps):
   // BlobCreated may have been handled already; only move forward from "collecting".
   const fresh = await deps.jobs.get(job.incidentId, job.artifactId);
   if (fresh?.status === "collecting") {
-    await deps.jobs.update(job.incidentId, job.artifactId, { status: "uploaded" }, fresh.etag).catch((err: unknown) => {
+    // The script's own SHA-256 of what it uploaded: file submission checks the blob against it.
+    await deps.jobs.update(job.incidentId, job.artifactId, { status: "uploaded", reportedSha256: outcome.report.sha256 }, fresh.etag).catch((err: unknown) => {
       if (!(err instanceof ConcurrentUpdateError)) throw err;
     });
   }
