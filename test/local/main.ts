@@ -71,7 +71,10 @@ async function waitForRun(runtime: LocalRuntime, run: Run, timeoutMs: number) {
 }
 
 async function main(): Promise<number> {
-  const files = process.argv.slice(2);
+  const args = process.argv.slice(2);
+  // --keep: leave the local runtime up afterwards (e.g. to try `npm run replay` on its dead letters).
+  const keep = args.includes("--keep");
+  const files = args.filter((a) => a !== "--keep");
   const { runs, unreadable }: { runs: Run[]; unreadable: number } = files.length
     ? readUserIncidents(files)
     : { runs: sampleIncidents().map((incident, i) => ({ incident, messageId: `sample-incident-${i + 1}` })), unreadable: 0 };
@@ -81,7 +84,9 @@ async function main(): Promise<number> {
   }
   out(`Starting the local runtime (Azurite, Service Bus broker, Event Grid, functions host, ANY.RUN/MDE/Sentinel doubles)…`);
   const runtime = await startLocalRuntime();
+  let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
+    stopping = true;
     out(`\n${signal}: stopping the local runtime…`);
     void runtime.close().finally(() => process.exit(130));
   };
@@ -118,6 +123,7 @@ async function main(): Promise<number> {
           }
         }
       } catch (err) {
+        if (stopping) break;
         out(`${run.incident.name}`);
         problems = [(err as Error).message];
       }
@@ -127,6 +133,16 @@ async function main(): Promise<number> {
       } else {
         out(run.userFile ? "  ✓ finished" : "  ✓ as expected");
       }
+    }
+    if (keep && !stopping) {
+      out("");
+      out("The local runtime stays up (--keep). In another terminal, for example:");
+      for (const name of ["SERVICEBUS_CONNECTION", "STORAGE_CONNECTION", "EVENTGRID_ENDPOINT", "EVENTGRID_KEY"]) {
+        out(`  export ${name}='${runtime.env[name]}'`);
+      }
+      out("  npm run --silent replay -- list");
+      out("Press Ctrl-C to stop it.");
+      await new Promise(() => undefined); // until SIGINT / SIGTERM
     }
   } finally {
     await runtime.close();

@@ -81,9 +81,12 @@ const anyrunKey = `local-${randomBytes(12).toString("hex")}`;
 export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Promise<LocalRuntime> {
   const logger = options.logger ?? createLogger({ service: "local-runtime", level: "warn" });
   const cleanups: (() => Promise<void>)[] = [];
-  const closeAll = async () => {
-    for (const c of cleanups.reverse()) await c().catch(() => undefined);
-  };
+  // Idempotent: a Ctrl-C handler and the main flow may both close; the second waits for the first.
+  let closing: Promise<void> | undefined;
+  const closeAll = () =>
+    (closing ??= (async () => {
+      for (const c of [...cleanups].reverse()) await c().catch(() => undefined);
+    })());
   try {
     const azurite = await startAzurite({ logger });
     cleanups.push(() => azurite.close());
@@ -138,7 +141,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       LIVE_RESPONSE_POLL_SECONDS: "1",
       RETRY_BASE_SECONDS: "1",
       RETRY_MAX_SECONDS: "5",
-      LOG_LEVEL: "warn",
+      LOG_LEVEL: process.env.LOCAL_RUNTIME_VERBOSE ? "info" : "warn",
       ...options.env,
     };
 
@@ -210,7 +213,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
             severity: (props["severity"] as string) ?? "Medium",
             status: (props["status"] as string) ?? "New",
             description: (props["description"] as string) ?? "",
-            labels: [{ labelName: "phishing-campaign-42", labelType: "User" }],
+            labels: Array.isArray(props["labels"]) ? (props["labels"] as { labelName: string }[]).map((l) => ({ labelName: l.labelName, labelType: "User" })) : [],
           } as never,
           (props["relatedEntities"] as never) ?? [],
         );

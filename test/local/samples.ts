@@ -103,6 +103,8 @@ export function triggerBody(incidentId: string, incidentNumber: number, title: s
   body["object"]["properties"]["incidentNumber"] = incidentNumber;
   body["object"]["properties"]["title"] = title;
   body["object"]["properties"]["relatedEntities"] = relatedEntities;
+  // A label an analyst set before the analysis: the connector must keep it.
+  body["object"]["properties"]["labels"] = [{ labelName: "phishing-campaign-42", labelType: "User" }];
   body["object"]["properties"]["incidentUrl"] = `https://portal.azure.com/#asset/Microsoft_Azure_Security_Insights/Incident${armBase}/Incidents/${incidentId}`;
   return body;
 }

@@ -48,7 +48,7 @@ Connection (environment):
                                             with its key in REPLAY_FUNCTION_KEY
 
 Examples:
-  npm run replay -- list --entity incident-intake --reason InvalidInput
+  npm run replay -- list --entity incident-intake --reason Invalid
   npm run replay -- show incident-intake 3
   npm run replay -- resend --entity artifact-commands/submit-url --older-than 10m --dry-run
   npm run replay -- resend --id 'inc-1:art-1:command' --yes
