@@ -21,7 +21,7 @@ export class ConnectorMessaging extends pulumi.ComponentResource {
   readonly topics = new Map<string, azure.servicebus.Topic>();
   /** Keyed `<topic>/<subscription>`. */
   readonly subscriptions = new Map<string, azure.servicebus.Subscription>();
-  readonly rules = new Map<string, azure.servicebus.Rule>();
+  readonly rules = new Map<string, azure.servicebus.DefaultRule>();
 
   constructor(name: string, args: MessagingArgs, opts?: pulumi.ComponentResourceOptions) {
     super("anyrun:connector:Messaging", name, {}, opts);
@@ -101,17 +101,17 @@ export class ConnectorMessaging extends pulumi.ComponentResource {
           parent,
         );
         this.subscriptions.set(key, subscription);
-        // Creating a rule through ARM replaces the implicit `$Default` (1=1) rule of the
-        // subscription, so the subscription receives only what its correlation filter matches.
+        // Azure creates every subscription with a `$Default` rule (1=1) that lets everything
+        // through; whether adding another rule removes it is reported both ways. So the `$Default`
+        // rule itself is given the correlation filter: exactly one rule, the declared one.
         this.rules.set(
           key,
-          new azure.servicebus.Rule(
+          new azure.servicebus.DefaultRule(
             `rule-${topic.name}-${sub.name}`,
             {
               ...ns,
               topicName: topicResource.name,
               subscriptionName: subscription.name,
-              ruleName: ruleNameFor(sub.filter),
               filterType: "CorrelationFilter",
               correlationFilter: { properties: { ...sub.filter } },
             },
@@ -123,13 +123,4 @@ export class ConnectorMessaging extends pulumi.ComponentResource {
 
     this.registerOutputs({ namespace: this.namespace.name });
   }
-}
-
-/** e.g. `{ kind: "url" }` → `kind-url`. */
-export function ruleNameFor(filter: Readonly<Record<string, string>>): string {
-  return Object.entries(filter)
-    .map(([k, v]) => `${k}-${v}`)
-    .join("-")
-    .replace(/[^A-Za-z0-9_.-]/g, "_")
-    .slice(0, 50);
 }

@@ -157,10 +157,12 @@ describe("Service Bus from the topology", () => {
         deadLetteringOnMessageExpiration: sub.deadLetterOnExpiration,
         deadLetteringOnFilterEvaluationExceptions: sub.deadLetterOnFilterEvaluationExceptions,
       });
+      // The subscription's `$Default` rule carries the filter, so no catch-all rule is left.
       const rule = one(
-        "azure-native:servicebus:Rule",
+        "azure-native:servicebus:DefaultRule",
         (r) => r.inputs.topicName === topic.name && r.inputs.subscriptionName === sub.name,
       );
+      expect(ofType("azure-native:servicebus:Rule")).toEqual([]);
       expect(rule.inputs.filterType).toBe("CorrelationFilter");
       expect(rule.inputs.correlationFilter.properties).toEqual(sub.filter);
     }

@@ -88,6 +88,13 @@ describe("URL submission", () => {
     expect(ctx.recorded.scheduledCommands).toEqual([]);
   });
 
+  it("leaves a valid command of the other kind alone (a subscription without its filter), without dead-lettering it", async () => {
+    const { deps, recorded } = coreDeps();
+    const file = { kind: "file" as const, artifactId: "file-1", fileName: "a.exe", directory: "C:\\t", hashes: {}, deviceId: "d".repeat(40) };
+    expect(await handleSubmitUrl({ incident, artifact: file, attempt: 0 }, deps)).toBe("skipped");
+    expect(recorded.submissions).toEqual([]);
+  });
+
   it("rejects a malformed command as invalid input, naming the field", async () => {
     const { deps } = coreDeps();
     await expect(handleSubmitUrl({ incident, artifact: { kind: "url" } }, deps)).rejects.toThrow(InvalidInputError);

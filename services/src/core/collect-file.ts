@@ -43,8 +43,12 @@ export function originalPath(artifact: FileArtifact, os: CollectOs): string {
  */
 export async function handleCollectFile(body: unknown, deps: CollectDeps): Promise<CollectOutcome> {
   const parsed = artifactCommandSchema.safeParse(body);
-  if (!parsed.success || parsed.data.artifact.kind !== "file") {
-    throw new InvalidInputError(`Not a file artifact command: ${parsed.success ? "kind is not file" : describeIssues(parsed.error)}`);
+  if (!parsed.success) throw new InvalidInputError(`Not a file artifact command: ${describeIssues(parsed.error)}`);
+  if (parsed.data.artifact.kind !== "file") {
+    // A valid command for the other subscription: only a missing filter (a leftover `$Default`
+    // rule) sends it here. Not ours to handle, and not poison either.
+    deps.logger.warn("a URL command reached the file subscription; its correlation filter is missing", { artifactId: parsed.data.artifact.artifactId });
+    return "skipped";
   }
   const command = parsed.data;
   const { incident } = command;

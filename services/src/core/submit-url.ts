@@ -12,7 +12,12 @@ export type SubmitUrlOutcome = "submitted" | "adopted" | "skipped" | "failed" | 
 export async function handleSubmitUrl(body: unknown, deps: CoreDeps): Promise<SubmitUrlOutcome> {
   const parsed = artifactCommandSchema.safeParse(body);
   if (!parsed.success) throw new InvalidInputError(`Not an artifact command: ${describeIssues(parsed.error)}`);
-  if (parsed.data.artifact.kind !== "url") throw new InvalidInputError("Not a URL artifact command: artifact.kind is not url");
+  if (parsed.data.artifact.kind !== "url") {
+    // A valid command for the other subscription: only a missing filter (a leftover `$Default`
+    // rule) sends it here. Not ours to handle, and not poison either.
+    deps.logger.warn("a file command reached the URL subscription; its correlation filter is missing", { artifactId: parsed.data.artifact.artifactId });
+    return "skipped";
+  }
   const command = parsed.data;
   const { incident } = command;
   const artifact = command.artifact as UrlArtifact;
