@@ -1,7 +1,8 @@
-import { artifactCommandSchema, type ArtifactCommand, type FileArtifact } from "@connector/shared/messages";
+import type { ArtifactCommand, FileArtifact } from "@connector/shared/messages";
+import { artifactCommandOf } from "./artifact-command.ts";
 import { ApiError } from "@connector/shared/clients/http";
 import { mdeErrorCodes, type MachineAction } from "@connector/shared/clients/mde";
-import { describeIssues, InvalidInputError } from "@connector/shared/errors";
+import { InvalidInputError } from "@connector/shared/errors";
 import { ConcurrentUpdateError, type JobRecord } from "@connector/shared/job-store";
 import type { Logger } from "@connector/shared/logger";
 import { newStagingBlobName } from "@connector/shared/staging";
@@ -42,17 +43,9 @@ export function originalPath(artifact: FileArtifact, os: CollectOs): string {
  * command with backoff.
  */
 export async function handleCollectFile(body: unknown, deps: CollectDeps): Promise<CollectOutcome> {
-  const parsed = artifactCommandSchema.safeParse(body);
-  if (!parsed.success) throw new InvalidInputError(`Not a file artifact command: ${describeIssues(parsed.error)}`);
-  if (parsed.data.artifact.kind !== "file") {
-    // A valid command for the other subscription: only a missing filter (a leftover `$Default`
-    // rule) sends it here. Not ours to handle, and not poison either.
-    deps.logger.warn("a URL command reached the file subscription; its correlation filter is missing", { artifactId: parsed.data.artifact.artifactId });
-    return "skipped";
-  }
-  const command = parsed.data;
-  const { incident } = command;
-  const artifact = command.artifact as FileArtifact;
+  const command = artifactCommandOf(body, "file", deps.logger);
+  if (!command) return "skipped";
+  const { incident, artifact } = command;
   const log = deps.logger.child({ incidentId: incident.incidentId, artifactId: artifact.artifactId, deviceId: artifact.deviceId });
   const job = await deps.jobs.get(incident.incidentId, artifact.artifactId);
   if (!job) throw new InvalidInputError(`No job recorded for ${incident.incidentId}/${artifact.artifactId}`, "UnknownJob");

@@ -1,6 +1,6 @@
-import { artifactCommandSchema, type UrlArtifact } from "@connector/shared/messages";
+import { artifactCommandOf } from "./artifact-command.ts";
 import { ApiError } from "@connector/shared/clients/http";
-import { describeIssues, InvalidInputError } from "@connector/shared/errors";
+import { InvalidInputError } from "@connector/shared/errors";
 import type { CoreDeps } from "./ports.ts";
 import { failJob, now, retryCommand } from "./job-outcomes.ts";
 import { isRetryable } from "./backoff.ts";
@@ -10,17 +10,9 @@ export type SubmitUrlOutcome = "submitted" | "adopted" | "skipped" | "failed" | 
 
 /** URL submission: one sandbox task per URL artifact, then a scheduled watch of the task. */
 export async function handleSubmitUrl(body: unknown, deps: CoreDeps): Promise<SubmitUrlOutcome> {
-  const parsed = artifactCommandSchema.safeParse(body);
-  if (!parsed.success) throw new InvalidInputError(`Not an artifact command: ${describeIssues(parsed.error)}`);
-  if (parsed.data.artifact.kind !== "url") {
-    // A valid command for the other subscription: only a missing filter (a leftover `$Default`
-    // rule) sends it here. Not ours to handle, and not poison either.
-    deps.logger.warn("a file command reached the URL subscription; its correlation filter is missing", { artifactId: parsed.data.artifact.artifactId });
-    return "skipped";
-  }
-  const command = parsed.data;
-  const { incident } = command;
-  const artifact = command.artifact as UrlArtifact;
+  const command = artifactCommandOf(body, "url", deps.logger);
+  if (!command) return "skipped";
+  const { incident, artifact } = command;
   const log = deps.logger.child({ incidentId: incident.incidentId, artifactId: artifact.artifactId });
   const job = await deps.jobs.get(incident.incidentId, artifact.artifactId);
   if (!job) throw new InvalidInputError(`No job recorded for ${incident.incidentId}/${artifact.artifactId}`, "UnknownJob");
