@@ -171,7 +171,11 @@ describe("functions host (in-process)", () => {
     expect(m1.artifacts).toEqual([{ kind: "file" }]);
 
     expect(broker.stats(queues.incidentIntake.name)).toMatchObject({ active: 0, deadLetter: 0 });
-    const records = host.invocations().filter((r) => r.functionName === "intake");
+    // The host records an invocation after its settlement resolves, so the broker can see the
+    // completion a moment before the record exists.
+    const intakeRecords = () => host.invocations().filter((r) => r.functionName === "intake");
+    await waitFor("two intake records", () => intakeRecords().length >= 2);
+    const records = intakeRecords();
     expect(records.map((r) => [r.outcome, r.deliveryCount])).toEqual([
       ["failed", 1],
       ["succeeded", 2],
