@@ -68,7 +68,8 @@ const rawFetch = (path: string, init: RequestInit & { token?: string | null } = 
 beforeAll(async () => {
   azurite = await startAzurite({ logger: createLogger({ level: "error", sink: () => {} }) });
   blobs = await ensureContainer(azurite, container);
-  mde = await startMdeDouble({ pendingDelayMs: 5 });
+  // The shared double allows many start calls; the 10-per-minute limit has its own test below.
+  mde = await startMdeDouble({ pendingDelayMs: 5, startCallsPerMinute: 1000 });
   client = createMdeClient({
     baseUrl: mde.url,
     credential: new LocalTokenCredential(),
@@ -207,10 +208,20 @@ describe("MDE client against the MDE double", () => {
     expect((await client.getMachineAction(action.id)).status).toBe("Pending");
     mde.seedMachine({ id: other, osPlatform: "WindowsServer2022", healthStatus: "Active" });
     const done = await pollUntilFinal(client, action.id);
-    // The script ran and reported not_found with exit code 3: the action fails, the result is readable.
-    expect(done.status).toBe("Failed");
+    // The script ran and reported not_found with exit code 3: the commands ran, so the action
+    // succeeds; only the result file's exit code and result line say the collection failed.
+    expect(done.status).toBe("Succeeded");
+    expect(done.commands?.[0]?.commandStatus).toBe("Completed");
     const outcome = parseCollectResult(await client.downloadScriptResult(action.id, 0));
     expect(outcome).toMatchObject({ ok: false, reason: "reported_failure", status: "not_found", exitCode: 3 });
+  });
+
+  it("retries a 401 once with a fresh token request, and surfaces a second 401", async () => {
+    mde.injectFault({ operation: "getMachine", status: 401, code: "Unauthorized", times: 1 });
+    expect((await client.getMachine(winId)).id).toBe(winId);
+    mde.injectFault({ operation: "getMachine", status: 401, code: "Unauthorized", times: 2 });
+    const err = expectApiError(await rejection(client.getMachine(winId)), 401, "Unauthorized");
+    expect(err.transient).toBe(false);
   });
 
   it("surfaces injected faults by code (e.g. ResourceNotFound right after creation), then recovers", async () => {
@@ -276,6 +287,23 @@ describe("MDE double limits", () => {
       expect(err.retryAfterSeconds).toBeGreaterThan(0);
       expect(err.retryAfterSeconds).toBeLessThanOrEqual(60);
       expect(err.transient).toBe(true);
+    } finally {
+      await limited.close();
+    }
+  });
+
+  it("counts refused start calls (busy device, unknown device) against the same limit", async () => {
+    const limited = await startMdeDouble({ pendingDelayMs: 60_000 });
+    try {
+      const c = createMdeClient({ baseUrl: limited.url, credential: new LocalTokenCredential(), scope });
+      const busy = "ab".repeat(20);
+      limited.seedMachine({ id: busy, osPlatform: "Linux", healthStatus: "Active" });
+      await c.runScript(busy, { scriptName: "anyrun-collect.sh", args: "v1", comment: "first" });
+      for (let i = 0; i < 8; i++) {
+        expectApiError(await rejection(c.runScript(busy, { scriptName: "anyrun-collect.sh", args: "v1", comment: "again" })), 400, "ActiveRequestAlreadyExists");
+      }
+      expectApiError(await rejection(c.runScript("cd".repeat(20), { scriptName: "anyrun-collect.sh", args: "v1", comment: "unknown" })), 404, "ResourceNotFound");
+      expectApiError(await rejection(c.runScript(busy, { scriptName: "anyrun-collect.sh", args: "v1", comment: "eleventh" })), 429, "TooManyRequests");
     } finally {
       await limited.close();
     }

@@ -128,7 +128,7 @@ describe("anyrun-collect.sh through the MDE double and Azurite", () => {
     mde.seedQuarantine(linuxId, { originalPath: path, content });
     const { blobName, uploadUrl } = newBlob();
     const { status, result, outcome } = await collect(linuxId, argsFor({ uploadUrl, originalPath: path, fileName: "payload.bin", sha256: hash("sha256", eicar) }));
-    expect(status).toBe("Failed");
+    expect(status).toBe("Succeeded");
     expect(result.exit_code).toBe(5);
     expect(outcome).toMatchObject({ ok: false, reason: "reported_failure", status: "hash_mismatch", exitCode: 5 });
     if (!outcome.ok) expect(outcome.report?.sha256).toBe(hash("sha256", content));
@@ -155,7 +155,7 @@ describe("anyrun-collect.sh through the MDE double and Azurite", () => {
     mde.seedQuarantine(linuxId, { originalPath: path, content: eicar });
     const { blobName, uploadUrl } = newBlob({ expiresOn: new Date(Date.now() - 60_000) });
     const { status, result, outcome } = await collect(linuxId, argsFor({ uploadUrl, originalPath: path, fileName: "expired.sh", sha256: hash("sha256", eicar) }));
-    expect(status).toBe("Failed");
+    expect(status).toBe("Succeeded");
     expect(result.exit_code).toBe(6);
     expect(outcome).toMatchObject({ ok: false, status: "upload_failed", exitCode: 6, report: { detail: "curl exit 22 http 403" } });
     expect(await readBlob(blobs, container, blobName)).toBeUndefined();

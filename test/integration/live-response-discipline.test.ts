@@ -36,6 +36,7 @@ let jobStore: JobStore;
 let staging: StagingStore;
 let fast: MdeDouble; // actions start 30 ms after creation
 let slow: MdeDouble; // actions stay Pending for a minute (a busy or slow device)
+let failing: MdeDouble; // fails the command of a script that exits non-zero (instead of Succeeded + exit code)
 let tableCounter = 0;
 let deviceCounter = 0;
 
@@ -47,11 +48,13 @@ beforeAll(async () => {
   staging = StagingStore.fromConfig({ STORAGE_CONNECTION: azurite.connectionString, STAGING_CONTAINER: container });
   fast = await startMdeDouble({ pendingDelayMs: 30, startCallsPerMinute: 1000 });
   slow = await startMdeDouble({ pendingDelayMs: 60_000, startCallsPerMinute: 1000 });
+  failing = await startMdeDouble({ pendingDelayMs: 30, startCallsPerMinute: 1000, nonZeroExit: "failed" });
 });
 
 afterAll(async () => {
   await fast?.close();
   await slow?.close();
+  await failing?.close();
   await azurite?.close();
 });
 
@@ -387,10 +390,14 @@ describe("devices we must not or cannot use", () => {
     expect(h.bus.queue.filter((m) => m.kind === "watch")).toEqual([]);
   });
 
-  it("says what the endpoint script reported when it could not collect the file", async () => {
-    const h = await harness(fast);
-    const device = windowsDevice(fast);
-    const x = await fileJob(fast, device, "gone.exe");
+  it.each([
+    ["the action succeeds with the exit code in the result file (documented)", () => fast],
+    ["the service fails the command", () => failing],
+  ])("says what the endpoint script reported when it could not collect the file: %s", async (_, which) => {
+    const mde = which();
+    const h = await harness(mde);
+    const device = windowsDevice(mde);
+    const x = await fileJob(mde, device, "gone.exe");
     // Same job, but the quarantine holds another path: the script ends not_found (exit 3).
     const missing: ArtifactCommand = { ...x.command, artifact: { ...x.artifact, fileName: "not-in-quarantine.exe" } };
     await jobStore.update(x.incident.incidentId, x.artifact.artifactId, { artifact: missing.artifact });

@@ -2,7 +2,7 @@ import { liveResponseWatchSchema } from "@connector/shared/messages";
 import { ApiError } from "@connector/shared/clients/http";
 import { describeIssues, InvalidInputError } from "@connector/shared/errors";
 import { isTerminalActionStatus, type MachineAction } from "@connector/shared/clients/mde";
-import { parseCollectResult } from "@connector/shared/live-response/result";
+import { parseCollectResult, type CollectOutcome } from "@connector/shared/live-response/result";
 import { isOwnAction } from "@connector/shared/live-response/ownership";
 import { ConcurrentUpdateError } from "@connector/shared/job-store";
 import { addSeconds, failJob, now } from "./job-outcomes.ts";
@@ -104,8 +104,9 @@ export async function handleLiveResponseWatch(body: unknown, deps: CollectDeps):
   }
 
   if (action.status !== "Succeeded") {
-    // A script that exited non-zero fails the action, but its result file (and result line) is
-    // still there: say what the script reported, not only MDE's generic error.
+    // MDE documents that Succeeded only means the commands ran, so a non-zero exit normally arrives
+    // as Succeeded (below). Should a service fail the command instead, its result file is still
+    // there: say what the script reported, not only MDE's generic error.
     const reported = action.status === "Failed" ? await scriptReport(deps, watch.machineActionId) : undefined;
     const errors = (action.commands ?? []).flatMap((c) => c.errors ?? []).slice(0, 3).join("; ");
     await deps.staging.delete(job.blobName ?? "");
@@ -130,8 +131,7 @@ export async function handleLiveResponseWatch(body: unknown, deps: CollectDeps):
   const outcome = parseCollectResult(resultFile);
   if (!outcome.ok) {
     await deps.staging.delete(job.blobName ?? "");
-    const what = outcome.status ? `the script reported ${outcome.status}` : outcome.message;
-    await failJob(deps, job, `The file could not be collected from the endpoint: ${what}${outcome.report?.detail ? ` (${outcome.report.detail})` : ""}.`);
+    await failJob(deps, job, collectFailureText(outcome));
     return "failed";
   }
   // BlobCreated may have been handled already; only move forward from "collecting".
@@ -151,8 +151,16 @@ async function scriptReport(deps: CollectDeps, actionId: string): Promise<string
   try {
     const outcome = parseCollectResult(await deps.endpoints.downloadScriptResult(actionId, 0));
     if (outcome.ok || !outcome.status) return undefined;
-    return `The file could not be collected from the endpoint: the script reported ${outcome.status}${outcome.report?.detail ? ` (${outcome.report.detail})` : ""}, exit code ${outcome.exitCode ?? "unknown"}.`;
+    return collectFailureText(outcome);
   } catch {
     return undefined;
   }
+}
+
+/** The incident's failure text for a collection the script itself did not complete. */
+function collectFailureText(outcome: Exclude<CollectOutcome, { ok: true }>): string {
+  const what = outcome.status
+    ? `the script reported ${outcome.status}${outcome.report?.detail ? ` (${outcome.report.detail})` : ""}, exit code ${outcome.exitCode ?? "unknown"}`
+    : outcome.message;
+  return `The file could not be collected from the endpoint: ${what}.`;
 }

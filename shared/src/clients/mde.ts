@@ -141,7 +141,13 @@ export function createMdeClient(options: MdeClientOptions): MdeClient {
 
   async function call<T>(operation: string, run: () => Promise<{ data?: T; error?: unknown; response: Response }>): Promise<T> {
     return callOrNoResponse("mde", operation, async () => {
-      const { data, error, response } = await run();
+      let answer = await run();
+      if (answer.response.status === 401) {
+        // MDE's documented answer to 401: get the token again and retry once (a 401 is never executed).
+        log.warn("mde answered 401; retrying once with a fresh token request", { operation });
+        answer = await run();
+      }
+      const { data, error, response } = answer;
       log.debug("mde call", { operation, status: response.status });
       if (!response.ok) throw errorFrom(operation, response, error);
       if (data === undefined) throw new ApiError("mde", operation, response.status, "empty response body");

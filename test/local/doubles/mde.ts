@@ -56,6 +56,12 @@ export interface MdeDoubleOptions {
   bash?: string;
   /** Requestor recorded on actions (the app registration for app-only tokens). */
   requestor?: string;
+  /**
+   * What a script that exits non-zero does to its command and action. The reference: "Succeeded only
+   * means the commands ran" (the exit code is in the result file), so `completed` is the default;
+   * `failed` models a service that fails the command instead, which the connector must handle too.
+   */
+  nonZeroExit?: "completed" | "failed";
   logger?: Logger;
 }
 
@@ -209,6 +215,16 @@ export async function startMdeDouble(options: MdeDoubleOptions = {}): Promise<Md
   const acceptToken = options.acceptToken ?? acceptLocalMdeToken;
   const bash = options.bash ?? "bash";
   const requestor = options.requestor ?? "ANY.RUN connector (app)";
+  const nonZeroExit = options.nonZeroExit ?? "completed";
+  /** A script ran to its end: its exit code is in the result file either way. */
+  const scriptEnded = (cmd: { commandStatus: string; errors?: string[] }, exitCode: number | null) => {
+    if (exitCode === 0 || nonZeroExit === "completed") {
+      cmd.commandStatus = "Completed";
+      return;
+    }
+    cmd.commandStatus = "Failed";
+    cmd.errors = [`Script execution failed with exit code ${exitCode}`];
+  };
 
   const root = mkdtempSync(join(tmpdir(), "mde-double-"));
   const binDir = join(root, "bin");
@@ -396,8 +412,7 @@ export async function startMdeDouble(options: MdeDoubleOptions = {}): Promise<Md
           runs.push({ actionId: state.action.id, machineId: device.machine.id, os: "windows", scriptName, args, exitCode: run.exitCode, stdout: run.stdout, stderr: run.stderr, timedOut: false, durationMs: Date.now() - started, leftovers: [] });
           const resultFile = { script_name: scriptName, exit_code: run.exitCode, script_output: run.stdout, script_errors: run.stderr };
           state.results.set(i, Buffer.from(JSON.stringify(resultFile)));
-          cmd.commandStatus = run.exitCode === 0 ? "Completed" : "Failed";
-          if (run.exitCode !== 0) cmd.errors = [`Script execution failed with exit code ${run.exitCode}`];
+          scriptEnded(cmd, run.exitCode);
         } else {
           const run = await runBash(state, device, scriptName, entry.content, args);
           if (state.action.status !== "InProgress") break; // cancelled while running
@@ -411,8 +426,7 @@ export async function startMdeDouble(options: MdeDoubleOptions = {}): Promise<Md
           }
           const resultFile = { script_name: scriptName, exit_code: run.exitCode ?? -1, script_output: run.stdout, script_errors: run.stderr };
           state.results.set(i, Buffer.from(JSON.stringify(resultFile)));
-          cmd.commandStatus = run.exitCode === 0 ? "Completed" : "Failed";
-          if (run.exitCode !== 0) cmd.errors = [`Script execution failed with exit code ${run.exitCode}`];
+          scriptEnded(cmd, run.exitCode);
         }
       }
       cmd.endTime = nowIso();
@@ -566,6 +580,8 @@ export async function startMdeDouble(options: MdeDoubleOptions = {}): Promise<Md
       const retry = Math.max(1, Math.ceil((startCalls[0]! + rateWindowMs - now) / 1000));
       throw new HttpError(429, "TooManyRequests", "Rate limit is exceeded", retry);
     }
+    // Every call that is not itself throttled counts, also one refused below (404, 400).
+    startCalls.push(now);
     const device = devices.get(machineId);
     if (!device) throw new HttpError(404, "ResourceNotFound", `Machine ${machineId} was not found`);
     const { commands, comment } = parseRunRequest(body);
@@ -578,7 +594,6 @@ export async function startMdeDouble(options: MdeDoubleOptions = {}): Promise<Md
       throw new HttpError(400, "ActiveRequestAlreadyExists", "Action is already in progress");
     }
     if (active.length >= maxSessions) throw new HttpError(429, "TooManyRequests", "Too many concurrent Live Response sessions", 60);
-    startCalls.push(now);
     const time = nowIso();
     const action: MachineAction = {
       "@odata.context": `${url}/api/$metadata#MachineActions/$entity`,
