@@ -235,6 +235,16 @@ describe("failures", () => {
     expect((await client.getUser()).limits.parallels).toEqual({ total: 2, available: 0 });
   });
 
+  it("429 without Retry-After (the default: unverified that the service sends it) leaves the wait to the caller", async () => {
+    const { double, client } = await setup({ parallelSlots: 1, now: fakeClock().now });
+    await client.submitUrl("https://example.com/first");
+    const err = await expectApiError(client.submitUrl("https://example.com/second"));
+    expect(err.status).toBe(429);
+    expect(err.retryAfterSeconds).toBeUndefined();
+    expect(err.transient).toBe(true);
+    expect(double.tasks()).toHaveLength(1);
+  });
+
   it("rejects bad options before sending anything", async () => {
     const { double, client } = await setup();
     const err = await client.submitUrl("https://example.com/x", { env_version: "11", env_bitness: 32 }).catch((e: unknown) => e);

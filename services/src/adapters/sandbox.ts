@@ -35,20 +35,46 @@ export function createSandboxPort(options: AnyRunClientOptions & { appUrl?: stri
     },
     taskUrl,
     async findTask({ url, sha256, since }) {
+      // Neither the history's order nor its date format is documented: read a bounded window
+      // (three pages of 100, far more than one connector's in-flight work) whole and take the
+      // newest match submitted after `since`, less a margin for clock skew.
       const earliest = since.getTime() - 5 * 60_000;
-      // History is newest first; three pages of 100 cover far more than one connector's in-flight work.
+      const wantedUrl = url === undefined ? undefined : comparableUrl(url);
+      const wantedSha256 = sha256?.toLowerCase();
+      let best: { uuid: string; date: number } | undefined;
       for (let page = 0; page < 3; page++) {
         const tasks = await client.getHistory({ skip: page * 100, limit: 100 });
         for (const t of tasks) {
-          const date = t.date ? Date.parse(t.date) : Number.NaN;
-          if (!Number.isNaN(date) && date < earliest) return undefined;
-          const sameUrl = url !== undefined && t.name === url;
-          const sameFile = sha256 !== undefined && t.hashes?.sha256?.toLowerCase() === sha256.toLowerCase();
-          if ((sameUrl || sameFile) && t.uuid) return t.uuid;
+          if (!t.uuid) continue;
+          const sameUrl = wantedUrl !== undefined && t.name !== undefined && comparableUrl(t.name) === wantedUrl;
+          const sameFile = wantedSha256 !== undefined && t.hashes?.sha256?.toLowerCase() === wantedSha256;
+          if (!sameUrl && !sameFile) continue;
+          // An unreadable date does not rule a match out: adopting beats paying twice.
+          const date = historyDate(t.date) ?? Number.POSITIVE_INFINITY;
+          if (date < earliest) continue;
+          if (!best || date > best.date) best = { uuid: t.uuid, date };
         }
-        if (tasks.length < 100) return undefined;
+        if (tasks.length < 100) break;
       }
-      return undefined;
+      return best?.uuid;
     },
   };
+}
+
+/** URLs compared as the WHATWG parser writes them (the sandbox may add a trailing slash or lower-case the host). */
+function comparableUrl(value: string): string {
+  try {
+    return new URL(value.trim()).href;
+  } catch {
+    return value.trim();
+  }
+}
+
+/** A history date in milliseconds: an ISO/HTTP date string, or epoch seconds or milliseconds. */
+export function historyDate(value: string | number | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === "number") return Number.isFinite(value) ? (value < 1e11 ? value * 1000 : value) : undefined;
+  const parsed = Date.parse(value);
+  if (!Number.isNaN(parsed)) return parsed;
+  return /^\d+$/.test(value.trim()) ? historyDate(Number(value)) : undefined;
 }

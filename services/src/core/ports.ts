@@ -36,7 +36,7 @@ export interface SandboxPort {
   getReport(taskId: string): Promise<SandboxReport>;
   getIocs(taskId: string): Promise<SandboxIoc[]>;
   taskUrl(taskId: string): string;
-  /** A task in the account's history submitted since `since` for this URL or SHA-256 (newest first). */
+  /** The newest task in the account's history submitted since `since` for this URL or SHA-256. */
   findTask(criteria: { url?: string; sha256?: string; since: Date }): Promise<string | undefined>;
 }
 

@@ -234,7 +234,7 @@ export const historySchema = z.looseObject({
         verdict: z.string().optional(),
         name: z.string().optional(),
         related: z.string().optional(),
-        date: z.string().optional(),
+        date: z.union([z.string(), z.number()]).optional(),
         tags: z.array(tagSchema).optional(),
         hashes: hashesSchema.optional(),
         json: z.string().optional(),

@@ -21,7 +21,7 @@ import { validateSubmission } from "./anyrun/validation.ts";
  * - `GET /v1/analysis/{id}`: the report of the task in its phase (anyrun/reports.ts); the queue id of
  *   a 202 is not a task id → 404 (how a queue id resolves is unverified; the task shows in history).
  * - `GET /report/{id}/ioc/json`: hand-made IoC array; `[]` while the task is unfinished (a guess).
- * - `GET /v1/analysis?team&skip&limit`: history, newest first; limit 1–100 else 400.
+ * - `GET /v1/analysis?team&skip&limit`: history, newest first by default (options); limit 1–100 else 400.
  * - `GET /v1/user`: hand-made limits; `parallels.{total, available}` from the slot limit.
  * - `faults(req)` is consulted first on every request (see `Fault`).
  */
@@ -72,7 +72,7 @@ export interface AnyRunDoubleOptions {
   maliciousTags?: readonly string[];
   /** Parallel slots. Default 5. */
   parallelSlots?: number;
-  /** Retry-After seconds on 429; null sends none. Default 30. */
+  /** Retry-After seconds on 429; null (the default: whether the service sends it is unverified) sends none. */
   retryAfterSeconds?: number | null;
   /** Time in the queued phase. Default 20 ms. */
   queuedMs?: number;
@@ -87,6 +87,13 @@ export interface AnyRunDoubleOptions {
   maxBodyBytes?: number;
   /** Clock. Default Date.now. */
   now?: () => number;
+  /**
+   * Neither the order of `GET /v1/analysis` nor the format of its `date` is documented: newest
+   * first with ISO dates (as in the recorded examples) by default, the others to prove the
+   * connector does not depend on them.
+   */
+  historyOrder?: "newest-first" | "oldest-first";
+  historyDates?: "iso" | "epoch-seconds";
 }
 
 export interface DoubleTask {
@@ -168,7 +175,8 @@ export async function startAnyRunDouble(options: AnyRunDoubleOptions = {}): Prom
   const queuedMs = options.queuedMs ?? 20;
   const runningMs = options.runningMs ?? 80;
   const maxBodyBytes = options.maxBodyBytes ?? 64 * 1024 * 1024;
-  const retryAfter = options.retryAfterSeconds === undefined ? 30 : options.retryAfterSeconds;
+  // Whether ANY.RUN sends Retry-After on 429 is unverified: by default it does not.
+  const retryAfter = options.retryAfterSeconds ?? null;
   const maliciousTags = options.maliciousTags ?? ["trojan", "stealer"];
   const badSha = new Set(
     (typeof options.knownBadSha256 === "string" ? [options.knownBadSha256] : (options.knownBadSha256 ?? [])).map((h) => h.toLowerCase()),
@@ -339,11 +347,12 @@ export async function startAnyRunDouble(options: AnyRunDoubleOptions = {}): Prom
         const limit = query.has("limit") ? Number(query.get("limit")) : 25;
         if (!Number.isInteger(skip) || skip < 0) throw new HttpProblem(400, "skip must be a non-negative integer");
         if (!Number.isInteger(limit) || limit < 1 || limit > 100) throw new HttpProblem(400, "limit must be between 1 and 100");
-        const newestFirst = [...tasks].reverse();
-        return {
-          status: 200,
-          body: { error: false, data: { tasks: newestFirst.slice(skip, skip + limit).map((t) => historyEntry(reportTask(t), phaseOf(t))) } },
-        };
+        const ordered = options.historyOrder === "oldest-first" ? [...tasks] : [...tasks].reverse();
+        const entries = ordered.slice(skip, skip + limit).map((t) => {
+          const entry = historyEntry(reportTask(t), phaseOf(t));
+          return options.historyDates === "epoch-seconds" ? { ...entry, date: Math.floor(t.submittedAt / 1000) } : entry;
+        });
+        return { status: 200, body: { error: false, data: { tasks: entries } } };
       }
       throw new HttpProblem(405, "Method not allowed");
     }

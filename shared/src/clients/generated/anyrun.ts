@@ -271,7 +271,8 @@ export interface components {
             verdict?: string;
             name?: string;
             related?: string;
-            date?: string;
+            /** @description Submission time. Its format is undocumented (an ISO date in recorded examples); epoch numbers are accepted too. */
+            date?: string | number;
             tags?: components["schemas"]["ReportTag"][];
             hashes?: components["schemas"]["Hashes"];
             json?: string;
