@@ -33,7 +33,8 @@ export const hostJson = {
   },
   extensions: {
     serviceBus: {
-      autoCompleteMessages: true,
+      // The functions settle their messages themselves (sdkBinding: complete, dead-letter, schedule).
+      autoCompleteMessages: false,
       maxAutoLockRenewalDuration: "00:05:00",
     },
   },

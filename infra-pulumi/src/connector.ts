@@ -4,6 +4,7 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { configSchema } from "../../shared/src/config.ts";
 import { ConnectorAccess } from "./access.ts";
+import { FunctionAppActivation } from "./activation.ts";
 import { ConnectorDefender } from "./defender.ts";
 import { ConnectorEventGridSubscriptions, ConnectorEventGridTopics } from "./eventing.ts";
 import { ConnectorFunctionApp } from "./function-app.ts";
@@ -12,13 +13,35 @@ import { resourceNames } from "./naming.ts";
 import { ConnectorSentinel, workspaceId } from "./sentinel.ts";
 import type { ConnectorSettings } from "./settings.ts";
 import { ConnectorStorage } from "./storage.ts";
-import { queues } from "./topology.ts";
+import { functionTriggers, queues } from "./topology.ts";
 
 export function packageSha256(packagePath: string): string {
   if (!existsSync(packagePath)) {
     throw new Error(`Functions package ${packagePath} not found: run \`npm run build\` at the repository root first`);
   }
   return createHash("sha256").update(readFileSync(packagePath)).digest("hex");
+}
+
+/**
+ * An explicit provider does not read the `azure-native:*` stack configuration: hand it the same
+ * login (service principal, OIDC, managed identity) the default provider uses.
+ */
+function providerAuthFromConfig(): Partial<azure.ProviderArgs> {
+  const config = new pulumi.Config("azure-native");
+  const auth: Record<string, pulumi.Input<string> | boolean> = {};
+  for (const key of ["clientId", "clientCertificatePath", "environment", "oidcRequestUrl", "oidcTokenFilePath"] as const) {
+    const value = config.get(key);
+    if (value) auth[key] = value;
+  }
+  for (const key of ["clientSecret", "clientCertificatePassword", "oidcRequestToken", "oidcToken"] as const) {
+    const value = config.getSecret(key);
+    if (value) auth[key] = value;
+  }
+  for (const key of ["useOidc", "useMsi"] as const) {
+    const value = config.getBoolean(key);
+    if (value !== undefined) auth[key] = value;
+  }
+  return auth as Partial<azure.ProviderArgs>;
 }
 
 /** Declares one tenant's connector. */
@@ -90,17 +113,49 @@ export function createConnector(settings: ConnectorSettings) {
     functionApp,
   });
 
+  const defender = new ConnectorDefender("defender", {
+    tenantId: settings.tenantId,
+    subscriptionId: settings.subscriptionId,
+    functionPrincipalId: functionApp.principalId,
+    appRoles: settings.defender.appRoles,
+    libraryUploader: settings.defender.libraryUploader,
+    uploaderDisplayName: names.uploaderApp,
+    uploaderSecretRotation: settings.defender.uploaderSecretRotation,
+    resourceGroupName: rgName,
+    vault: functionApp.vault,
+  });
+
+  // After every role the app's identity needs (they can only be granted once the app exists):
+  // restart onto the package and settings, sync triggers, wait for the functions to be listed.
+  const activation = new FunctionAppActivation(
+    "functions-activation",
+    {
+      appId: functionApp.app.id,
+      packageSha256: packageSha256(settings.functions.packagePath),
+      // A new ANY.RUN key (or any other setting) re-runs it, so the Key Vault reference is read again.
+      settingsSha256: pulumi.secret(
+        pulumi
+          .all([settings.anyrunApiKey, pulumi.output(settings.appSettings)])
+          .apply(([key, extra]) => createHash("sha256").update(JSON.stringify({ key, extra })).digest("hex")),
+      ),
+      expectedFunctions: Object.keys(functionTriggers),
+      armBaseUrl: settings.appSettings["ARM_BASE_URL"] ?? String(configSchema.shape.ARM_BASE_URL.parse(undefined)),
+    },
+    { dependsOn: [storage.packageBlob, functionApp.hostStorageRole, ...access.assignments, ...defender.functionAppRoleAssignments] },
+  );
+
   const eventGridSubscriptions = new ConnectorEventGridSubscriptions("eventgrid-subscriptions", {
     resourceGroupName: rgName,
     storage,
     topics: eventGridTopics,
     functionAppId: functionApp.app.id,
-    functionsReady: [storage.packageBlob, functionApp.hostStorageRole],
+    functionsReady: [activation],
   });
 
   const workspaceProvider =
     workspace.subscriptionId.toLowerCase() !== settings.subscriptionId.toLowerCase()
       ? new azure.Provider("sentinel-subscription", {
+          ...providerAuthFromConfig(),
           subscriptionId: workspace.subscriptionId,
           tenantId: settings.tenantId,
           location,
@@ -126,17 +181,6 @@ export function createConnector(settings: ConnectorSettings) {
     tags,
   });
 
-  const defender = new ConnectorDefender("defender", {
-    tenantId: settings.tenantId,
-    subscriptionId: settings.subscriptionId,
-    functionPrincipalId: functionApp.principalId,
-    appRoles: settings.defender.appRoles,
-    libraryUploader: settings.defender.libraryUploader,
-    uploaderDisplayName: names.uploaderApp,
-    uploaderSecretRotation: settings.defender.uploaderSecretRotation,
-    resourceGroupName: rgName,
-    vault: functionApp.vault,
-  });
 
   const setting = (key: "LIVE_RESPONSE_SCRIPT_WINDOWS" | "LIVE_RESPONSE_SCRIPT_UNIX" | "MDE_BASE_URL"): string =>
     settings.appSettings[key] ?? String(configSchema.shape[key].parse(undefined));
@@ -170,6 +214,7 @@ export function createConnector(settings: ConnectorSettings) {
     eventGridTopics,
     eventGridSubscriptions,
     functionApp,
+    activation,
     access,
     sentinel,
     defender,

@@ -1,5 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as path from "node:path";
+import { replaySettingsSchema } from "../../shared/src/replay/settings.ts";
 import { configSchema } from "../../shared/src/config.ts";
 import { TENANT_SLUG_PATTERN } from "./naming.ts";
 
@@ -58,6 +59,7 @@ export const MANAGED_APP_SETTINGS = [
   "EVENTGRID_KEY",
   "ANYRUN_API_KEY",
   "AZURE_CREDENTIAL",
+  "LIVE_RESPONSE_TABLE",
 ] as const;
 
 /** Default WindowsDefenderATP application permissions (see shared/reference/mde-live-response.md §1). */
@@ -73,7 +75,7 @@ export class SettingsError extends Error {
 export interface RawSettings {
   readonly stackName: string;
   readonly projectDir: string;
-  readonly provider: { tenantId?: string; subscriptionId?: string; location?: string };
+  readonly provider: { tenantId?: string; subscriptionId?: string; location?: string; azureadTenantId?: string };
   readonly tenant?: string;
   readonly sentinel?: unknown;
   readonly anyrunApiKey: pulumi.Output<string> | undefined;
@@ -96,6 +98,11 @@ export function parseSettings(raw: RawSettings): ConnectorSettings {
   const tenantId = need(raw.provider.tenantId, "azure-native:tenantId", GUID);
   const subscriptionId = need(raw.provider.subscriptionId, "azure-native:subscriptionId", GUID);
   const location = need(raw.provider.location, "azure-native:location", /^[a-z0-9]+$/);
+  // Without it the azuread provider takes the az CLI's current tenant: Defender grants could land elsewhere.
+  const azureadTenantId = need(raw.provider.azureadTenantId, "azuread:tenantId", GUID);
+  if (tenantId && azureadTenantId && tenantId.toLowerCase() !== azureadTenantId.toLowerCase()) {
+    problems.push(`azuread:tenantId (${azureadTenantId}) must equal azure-native:tenantId (${tenantId})`);
+  }
 
   const tenantSlug = raw.tenant ?? raw.stackName.toLowerCase().replace(/[^a-z0-9]/g, "").slice(0, 10);
   if (!TENANT_SLUG_PATTERN.test(tenantSlug)) {
@@ -113,7 +120,8 @@ export function parseSettings(raw: RawSettings): ConnectorSettings {
   if (!raw.anyrunApiKey) problems.push("anyrunApiKey is required (set it with `pulumi config set --secret anyrunApiKey`)");
 
   const appSettings: Record<string, string> = {};
-  const shape = configSchema.shape as Record<string, { safeParse(v: unknown): { success: boolean } }>;
+  // The connector's settings and the operator replay function's own.
+  const shape = { ...configSchema.shape, ...replaySettingsSchema.shape } as Record<string, { safeParse(v: unknown): { success: boolean } }>;
   for (const [key, value] of Object.entries(record(raw.appSettings, "appSettings", problems))) {
     const text = typeof value === "string" ? value : JSON.stringify(value);
     if ((MANAGED_APP_SETTINGS as readonly string[]).includes(key)) {
@@ -189,6 +197,7 @@ export function loadSettings(projectDir: string): ConnectorSettings {
       tenantId: provider.get("tenantId"),
       subscriptionId: provider.get("subscriptionId"),
       location: provider.get("location"),
+      azureadTenantId: new pulumi.Config("azuread").get("tenantId"),
     },
     tenant: config.get("tenant"),
     sentinel: config.getObject("sentinel"),

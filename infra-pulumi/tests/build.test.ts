@@ -31,7 +31,7 @@ describe("functions package build", () => {
     expect(JSON.parse(entries.get("host.json")!.toString())).toMatchObject({
       version: "2.0",
       extensionBundle: { id: "Microsoft.Azure.Functions.ExtensionBundle", version: "[4.*, 5.0.0)" },
-      extensions: { serviceBus: { autoCompleteMessages: true, maxAutoLockRenewalDuration: "00:05:00" } },
+      extensions: { serviceBus: { autoCompleteMessages: false, maxAutoLockRenewalDuration: "00:05:00" } },
     });
     const pkg = JSON.parse(entries.get("package.json")!.toString());
     expect(pkg).toMatchObject({ main: "index.js", type: "module" });

@@ -21,8 +21,12 @@ beforeAll(async () => {
   pulumi.runtime.setAllConfig(
     {
       "azure-native:tenantId": TENANT_ID,
+      "azuread:tenantId": TENANT_ID,
       "azure-native:subscriptionId": SUBSCRIPTION_ID,
       "azure-native:location": "northeurope",
+      // A service-principal login through OIDC (CI): the workspace's provider must use it too.
+      "azure-native:clientId": "0c1d2e3f-0000-4000-8000-00000000c1d2",
+      "azure-native:useOidc": "true",
       [`${PROJECT}:anyrunApiKey`]: "another-secret-key",
       [`${PROJECT}:sentinel`]: JSON.stringify({
         subscriptionId: SENTINEL_SUBSCRIPTION,
@@ -70,6 +74,9 @@ describe("tenant variant", () => {
   it("creates the automation rule through a provider for the workspace's subscription", () => {
     const provider = one("pulumi:providers:azure-native");
     expect(provider.inputs).toMatchObject({ subscriptionId: SENTINEL_SUBSCRIPTION, tenantId: TENANT_ID });
+    // (azure-native marks clientId secret)
+    expect(provider.inputs.clientId.value ?? provider.inputs.clientId).toBe("0c1d2e3f-0000-4000-8000-00000000c1d2");
+    expect(String(provider.inputs.useOidc)).toBe("true");
     const rules = ofType("azure-native:securityinsights:AutomationRule");
     expect(rules).toHaveLength(1);
     expect(rules[0]!.inputs).toMatchObject({ order: 7, workspaceName: "law-soc", resourceGroupName: "rg-soc" });

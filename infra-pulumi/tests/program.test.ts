@@ -65,6 +65,7 @@ beforeAll(async () => {
   pulumi.runtime.setAllConfig(
     {
       "azure-native:tenantId": TENANT_ID,
+      "azuread:tenantId": TENANT_ID,
       "azure-native:subscriptionId": SUBSCRIPTION_ID,
       "azure-native:location": "westeurope",
       [`${PROJECT}:tenant`]: "contoso",
@@ -351,8 +352,10 @@ describe("Function App", () => {
     for (const forbidden of ["FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE", "AzureWebJobsStorage"]) {
       expect(appSettings).not.toHaveProperty(forbidden);
     }
-    // The deployed settings satisfy the functions' own configuration schema.
-    const parsed = parseConfig(appSettings);
+    // The deployed settings satisfy the functions' own configuration schema once App Service has
+    // resolved the Key Vault reference; left unresolved, the functions refuse to start and say why.
+    expect(() => parseConfig(appSettings)).toThrow(/ANYRUN_API_KEY: is an unresolved Key Vault reference/);
+    const parsed = parseConfig({ ...appSettings, ANYRUN_API_KEY: "value-resolved-by-app-service" });
     expect(parsed.SERVICEBUS_NAMESPACE).toBe(fqdn);
     expect(parsed.ANYRUN_OPT_PRIVACY).toBe("owner");
     expect(parsed.ANYRUN_OPT_TIMEOUT).toBe(180);
@@ -370,6 +373,31 @@ describe("Function App", () => {
     expect(functionApp.inputs.keyVaultReferenceIdentity).toBe("SystemAssigned");
     const kvScope = `${vault.id}/secrets/anyrun-api-key`;
     expect(grantsTo(FUNCTION_PRINCIPAL_ID, ROLE.kvSecretsUser)).toEqual([kvScope]);
+  });
+});
+
+describe("function app activation", () => {
+  const index = (r: RecordedResource) => recorded.indexOf(r);
+  const activation = () => one("pulumi-nodejs:dynamic:Resource", (r) => r.name === "functions-activation");
+
+  it("restarts onto the package and syncs triggers for every function of the topology", () => {
+    const a = activation();
+    expect(a.inputs.appId).toBe(functionApp.id);
+    expect([...a.inputs.expectedFunctions].sort()).toEqual(Object.keys(functionTriggers).sort());
+    expect(a.inputs.packageSha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(a.inputs.armBaseUrl).toBe("https://management.azure.com");
+    // The setting hash covers the ANY.RUN key, so it is kept as a secret.
+    expect(isSecret(a.inputs.settingsSha256)).toBe(true);
+    expect(JSON.stringify(a.inputs)).not.toContain(ANYRUN_KEY);
+  });
+
+  it("runs after every role assignment and the package upload, and before the Event Grid subscriptions", () => {
+    const a = index(activation());
+    for (const r of roleAssignments().filter((r) => r.inputs.principalId === FUNCTION_PRINCIPAL_ID)) expect(index(r), r.name).toBeLessThan(a);
+    expect(index(one("azure-native:storage:Blob"))).toBeLessThan(a);
+    const subscriptions = [...ofType("azure-native:eventgrid:SystemTopicEventSubscription"), ...ofType("azure-native:eventgrid:EventSubscription")];
+    expect(subscriptions).toHaveLength(2);
+    for (const sub of subscriptions) expect(index(sub), sub.name).toBeGreaterThan(a);
   });
 });
 

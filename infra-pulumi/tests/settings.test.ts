@@ -10,6 +10,7 @@ const base: RawSettings = {
     tenantId: "99999999-8888-4777-8666-555555555555",
     subscriptionId: "11111111-2222-4333-8444-555555555555",
     location: "westeurope",
+    azureadTenantId: "99999999-8888-4777-8666-555555555555",
   },
   sentinel: { resourceGroup: "rg-s", workspaceName: "law-s" },
   anyrunApiKey: pulumi.secret("k"),
@@ -58,11 +59,26 @@ describe("stack configuration", () => {
         "azure-native:tenantId is required",
         "azure-native:subscriptionId is required",
         "azure-native:location is required",
+        "azuread:tenantId is required",
         'tenant "Bad_Slug" must match /^[a-z][a-z0-9]{1,9}$/ (set the "tenant" config key)',
         "sentinel.resourceGroup is required",
         "sentinel.workspaceName is required",
         "anyrunApiKey is required (set it with `pulumi config set --secret anyrunApiKey`)",
       ].join("\n  - "),
+    );
+  });
+
+  it("refuses an azuread tenant other than the azure-native one", () => {
+    expect(() => parseSettings({ ...base, provider: { ...base.provider, azureadTenantId: "12345678-8888-4777-8666-555555555555" } })).toThrow(
+      "azuread:tenantId (12345678-8888-4777-8666-555555555555) must equal azure-native:tenantId (99999999-8888-4777-8666-555555555555)",
+    );
+  });
+
+  it("takes the operator replay function's settings and keeps the tables the program creates", () => {
+    const s = parseSettings({ ...base, appSettings: { REPLAY_REQUIRE_PRINCIPAL: "true", REPLAY_ALLOWED_ROLES: "Replay.Operator" } });
+    expect(s.appSettings).toEqual({ REPLAY_REQUIRE_PRINCIPAL: "true", REPLAY_ALLOWED_ROLES: "Replay.Operator" });
+    expect(() => parseSettings({ ...base, appSettings: { LIVE_RESPONSE_TABLE: "mytable" } })).toThrow(
+      "appSettings.LIVE_RESPONSE_TABLE is set by the program from the resources it creates",
     );
   });
 

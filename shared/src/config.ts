@@ -31,7 +31,13 @@ export const configSchema = z.object({
   EVENTGRID_KEY: z.string().min(1).optional(),
 
   ANYRUN_BASE_URL: z.url().default("https://api.any.run"),
-  ANYRUN_API_KEY: z.string().min(8),
+  ANYRUN_API_KEY: z
+    .string()
+    .min(8)
+    // App Service passes a Key Vault reference it could not resolve on as its literal text.
+    .refine((v) => !v.startsWith("@Microsoft.KeyVault("), {
+      message: "is an unresolved Key Vault reference: give the app's identity Key Vault Secrets User on the secret, then restart the app",
+    }),
   ANYRUN_OPT_TIMEOUT: z.coerce.number().int().min(10).max(660).default(120),
   ANYRUN_OPT_PRIVACY: z.enum(["public", "bylink", "owner", "byteam"]).default("bylink"),
   ANYRUN_OPT_NETWORK_CONNECT: bool.default(true),

@@ -1,4 +1,5 @@
 import { RestError, type TableClient, type TableEntity, type TableEntityResult } from "@azure/data-tables";
+import { ensureTable } from "./tables.ts";
 import { z } from "zod";
 import { artifactSchema, incidentRefSchema, type Artifact, type IncidentRef } from "./messages.ts";
 
@@ -106,7 +107,7 @@ export class JobStore {
   constructor(private readonly table: TableClient) {}
 
   async ensureTable(): Promise<void> {
-    await this.table.createTable();
+    await ensureTable(this.table);
   }
 
   /** Creates the job; returns false (and changes nothing) when it already exists. */

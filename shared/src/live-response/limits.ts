@@ -1,4 +1,5 @@
 import { RestError, type TableClient, type TableEntityResult } from "@azure/data-tables";
+import { ensureTable } from "../tables.ts";
 
 /**
  * Live Response discipline in Table storage, shared by every instance of the Function App:
@@ -102,7 +103,7 @@ export class LiveResponseLimits implements LiveResponseLimiter {
   }
 
   async ensureTable(): Promise<void> {
-    await this.table.createTable();
+    await ensureTable(this.table);
   }
 
   private async read(partitionKey: string, rowKey: string): Promise<Row | undefined> {

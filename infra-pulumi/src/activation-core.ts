@@ -1,0 +1,109 @@
+/**
+ * Makes a Flex Consumption app run the package and settings it was just given, through ARM:
+ *
+ * 1. restart: the host reads the new package from its deployment container and resolves its Key
+ *    Vault references again, now that its identity holds the roles (they are granted after the
+ *    app exists, since the system-assigned identity only exists then);
+ * 2. sync triggers: a package placed in the deployment container by anything but OneDeploy must
+ *    have its triggers synced by hand (Functions deployment docs), or the scale controller never
+ *    learns about the Service Bus triggers and ARM lists no functions;
+ * 3. wait until ARM lists every function of the topology: Event Grid validates an Azure Function
+ *    destination when a subscription is created, so the subscriptions are created only after this.
+ *
+ * Self-contained on purpose (global fetch, injected token): the Pulumi dynamic provider that calls
+ * it is serialized into the provider process.
+ */
+
+export interface ActivationRequest {
+  /** ARM id of the Function App. */
+  appId: string;
+  /** Function names the package registers (the topology's functions). */
+  expectedFunctions: readonly string[];
+  /** e.g. https://management.azure.com */
+  armBaseUrl: string;
+  /** How long to wait for the functions to be listed. Default 10 minutes. */
+  timeoutMs?: number;
+  /** Between two listings. Default 10 s. */
+  pollMs?: number;
+  /** Sync triggers again this often while functions are missing. Default 60 s. */
+  resyncMs?: number;
+}
+
+export interface ActivationDeps {
+  getToken(): Promise<string>;
+  fetch?: typeof fetch;
+  sleep?: (ms: number) => Promise<void>;
+  now?: () => number;
+}
+
+export interface ActivationResult {
+  functions: string[];
+  syncCalls: number;
+}
+
+const apiVersion = "2024-04-01";
+
+export async function activateFunctionApp(request: ActivationRequest, deps: ActivationDeps): Promise<ActivationResult> {
+  const fetchImpl = deps.fetch ?? fetch;
+  const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
+  const now = deps.now ?? Date.now;
+  const timeoutMs = request.timeoutMs ?? 10 * 60_000;
+  const pollMs = request.pollMs ?? 10_000;
+  const resyncMs = request.resyncMs ?? 60_000;
+  const base = `${request.armBaseUrl.replace(/\/$/, "")}${request.appId}`;
+
+  async function arm(method: "GET" | "POST", action: string, okStatuses: readonly number[]): Promise<Response> {
+    const response = await fetchImpl(`${base}${action}?api-version=${apiVersion}`, {
+      method,
+      headers: { Authorization: `Bearer ${await deps.getToken()}`, "Content-Type": "application/json" },
+      ...(method === "POST" ? { body: "{}" } : {}),
+    });
+    if (!okStatuses.includes(response.status)) {
+      const text = (await response.text()).slice(0, 300);
+      throw new Error(`ARM ${method} ${action || "/"} on the Function App answered ${response.status}: ${text}`);
+    }
+    return response;
+  }
+
+  async function listFunctions(): Promise<string[]> {
+    const response = await arm("GET", "/functions", [200]);
+    const body = (await response.json()) as { value?: { name?: string; properties?: { name?: string } }[] };
+    // ARM names a function `<app>/<function>`; properties.name is the bare name.
+    return (body.value ?? []).map((f) => f.properties?.name ?? f.name?.split("/").pop() ?? "").filter(Boolean);
+  }
+
+  await arm("POST", "/restart", [200, 204]);
+  let syncCalls = 0;
+  const sync = async () => {
+    // 200/204 done; 202 accepted. A host still starting can answer 400 or 5xx: the next round retries.
+    const response = await fetchImpl(`${base}/syncfunctiontriggers?api-version=${apiVersion}`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${await deps.getToken()}`, "Content-Type": "application/json" },
+      body: "{}",
+    });
+    syncCalls++;
+    if (response.status === 401 || response.status === 403) {
+      throw new Error(`ARM refused syncfunctiontriggers (${response.status}): the deploying identity needs Website Contributor or Contributor on the Function App`);
+    }
+  };
+
+  const started = now();
+  let lastSync = Number.NEGATIVE_INFINITY;
+  let listed: string[] = [];
+  for (;;) {
+    if (now() - lastSync >= resyncMs) {
+      await sync();
+      lastSync = now();
+    }
+    listed = await listFunctions();
+    const missing = request.expectedFunctions.filter((name) => !listed.includes(name));
+    if (missing.length === 0) return { functions: listed, syncCalls };
+    if (now() - started >= timeoutMs) {
+      throw new Error(
+        `The Function App did not list ${missing.join(", ")} within ${Math.round(timeoutMs / 1000)} s after restart and trigger sync ` +
+          `(listed: ${listed.join(", ") || "none"}). Check the host's logs in Application Insights (package readable? settings valid?), then run pulumi up again.`,
+      );
+    }
+    await sleep(pollMs);
+  }
+}
