@@ -197,7 +197,9 @@ function Invoke-Collect {
   if ($fields[7] -cnotmatch '^([0-9a-f]{32})?$') { Stop-Collect 'bad_args' 'md5 format' }
   # Printable ASCII without space, quote or backslash; http(s) only.
   if ($uploadUrl -cnotmatch '^https?://[\x21\x23-\x5B\x5D-\x7E]+$') { Stop-Collect 'bad_args' 'upload url characters' }
-  if ($originalPath -notmatch '^([A-Za-z]:\\|\\\\)' -or $originalPath.Contains('"')) { Stop-Collect 'bad_args' 'original path not absolute' }
+  # A local drive path only: never a UNC or device path (SYSTEM would reach out to a host the incident names).
+  if ($originalPath -notmatch '^[A-Za-z]:\\' -or $originalPath.Contains('"')) { Stop-Collect 'bad_args' 'original path not a local drive path' }
+  if (@($originalPath -split '[\\/]' | Where-Object { $_ -eq '..' -or $_ -eq '.' }).Count -gt 0) { Stop-Collect 'bad_args' 'original path has dot segments' }
   if ($fileName.IndexOfAny([char[]]@('\', '/')) -ge 0) { Stop-Collect 'bad_args' 'file name has a slash' }
 
   if ($fields[5]) { $script:Expected = @{ Algorithm = 'SHA256'; Value = $fields[5] } }

@@ -208,8 +208,12 @@ case "$upload_url" in
   *[![:print:]]*|*[[:space:]]*|*'"'*|*\\*) finish bad_args "upload url characters" ;;
 esac
 case "$original_path" in
+  //*) finish bad_args "original path not absolute" ;;
   /*) ;;
   *) finish bad_args "original path not absolute" ;;
+esac
+case "/$original_path/" in
+  */../*|*/./*) finish bad_args "original path has dot segments" ;;
 esac
 case "$file_name" in
   */*) finish bad_args "file name has a slash" ;;

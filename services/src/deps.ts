@@ -43,6 +43,7 @@ export function settingsFrom(config: Config): Settings {
     tiValidDays: config.TI_VALID_DAYS,
     retry: { baseSeconds: config.RETRY_BASE_SECONDS, maxSeconds: config.RETRY_MAX_SECONDS, maxAttempts: config.RETRY_MAX_ATTEMPTS },
     submissionGraceSeconds: config.SUBMISSION_GRACE_SECONDS,
+    intake: { maxArtifactsPerIncident: config.MAX_ARTIFACTS_PER_INCIDENT, collectFilesWithoutHash: config.COLLECT_FILES_WITHOUT_HASH },
   };
 }
 

@@ -50,6 +50,16 @@ export const configSchema = z.object({
   /** Windows version for URL tasks (URLs carry no endpoint OS). */
   ANYRUN_URL_ENV_VERSION: z.enum(["7", "10", "11"]).default("10"),
   ANYRUN_USER_TAGS: z.string().default("sentinel"),
+  /**
+   * Artifacts (URLs and files) analysed per incident; the rest are listed as not analysed. Every
+   * analysis is a paid sandbox task and a comment (Sentinel keeps at most 100 per incident).
+   */
+  MAX_ARTIFACTS_PER_INCIDENT: z.coerce.number().int().min(1).max(90).default(25),
+  /**
+   * Collect a File entity that comes without any hash. Off by default: nothing then proves the
+   * collected file is the detected one, and whatever sits at that path would go to the sandbox.
+   */
+  COLLECT_FILES_WITHOUT_HASH: bool.default(false),
   /** Stop watching a task this long after submission. */
   ANALYSIS_DEADLINE_MINUTES: z.coerce.number().int().positive().default(30),
   ANALYSIS_POLL_SECONDS: seconds.default(30),

@@ -52,7 +52,7 @@ describe("crash windows found by the crash campaign", () => {
   it("the started comment is posted by the redelivery when the first delivery failed after recording the jobs", async () => {
     const trigger = JSON.parse(readFileSync(new URL("../fixtures/microsoft/sentinel-incident-trigger-body.COMPOSITE.json", import.meta.url), "utf8"));
     const ctx = coreDeps();
-    const deps = { jobs: ctx.deps.jobs, bus: ctx.deps.bus, sentinel: { ...ctx.deps.incidents }, logger: ctx.deps.logger };
+    const deps = { jobs: ctx.deps.jobs, bus: ctx.deps.bus, sentinel: { ...ctx.deps.incidents }, policy: ctx.deps.settings.intake, logger: ctx.deps.logger };
     const put = deps.sentinel.putComment;
     deps.sentinel.putComment = async () => {
       throw new ApiError("sentinel", "putComment", 503, "injected");

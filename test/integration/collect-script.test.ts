@@ -216,6 +216,22 @@ describe("anyrun-collect.sh through the MDE double and Azurite", () => {
     }
   });
 
+  it("refuses a network path or dot segments even when an envelope carries them (bad_args, nothing reached)", async () => {
+    const { blobName, uploadUrl } = newBlob();
+    const fields = argsFor({ uploadUrl }).split(".");
+    for (const [path, detail] of [
+      ["//evil-host/share/a.sh", "original path not absolute"],
+      ["/tmp/../etc/shadow", "original path has dot segments"],
+    ] as const) {
+      fields[3] = Buffer.from(path).toString("base64url");
+      const run = await collect(linuxId, fields.join("."));
+      expect(run.outcome).toMatchObject({ ok: false, status: "bad_args", exitCode: 2, report: { detail } });
+      expect(run.run.leftovers).toEqual([]);
+    }
+    expect(mde.mdatpCalls(linuxId).filter((c) => c.includes("evil-host") || c.includes("shadow"))).toEqual([]);
+    expect(await readBlob(blobs, container, blobName)).toBeUndefined();
+  });
+
   it("rejects a malformed or foreign envelope with bad_args (exit 2)", async () => {
     const { uploadUrl } = newBlob();
     const windowsArgs = encodeCollectArgs({ uploadUrl, originalPath: "C:\\x.exe", fileName: "x.exe", os: "windows" });

@@ -64,4 +64,16 @@ describe("comments", () => {
   it("says why an analysis failed", () => {
     expect(failureComment(file, "The device is Inactive.")).toContain("The device is Inactive.");
   });
+
+  it("cuts an overlong comment before a tag or character reference, never through one", () => {
+    const urls: UrlArtifact[] = Array.from({ length: 90 }, (_, i) => ({ kind: "url", artifactId: `url-${i}`, url: `https://x.example/${"&<".repeat(200)}${i}` }));
+    for (let pad = 0; pad < 12; pad++) {
+      const html = startedComment(urls, [{ kind: "File", reason: "r".repeat(pad) }]);
+      expect(html.length).toBeLessThanOrEqual(commentLimit);
+      expect(html.endsWith("<p>(truncated)</p>")).toBe(true);
+      const body = html.slice(0, -"<p>(truncated)</p>".length);
+      expect(body).not.toMatch(/<[^>]*$/);
+      expect(body).not.toMatch(/&[#A-Za-z0-9]*$/);
+    }
+  });
 });

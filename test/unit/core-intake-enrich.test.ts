@@ -9,10 +9,26 @@ import { coreDeps, incident } from "./support/core-deps.ts";
 const trigger = JSON.parse(readFileSync(new URL("../fixtures/microsoft/sentinel-incident-trigger-body.COMPOSITE.json", import.meta.url), "utf8"));
 
 function intakeDeps(ctx: ReturnType<typeof coreDeps>) {
-  return { jobs: ctx.deps.jobs, bus: ctx.deps.bus, sentinel: ctx.deps.incidents, logger: ctx.deps.logger };
+  return { jobs: ctx.deps.jobs, bus: ctx.deps.bus, sentinel: ctx.deps.incidents, policy: ctx.deps.settings.intake, logger: ctx.deps.logger };
 }
 
 describe("intake", () => {
+  it("analyses at most MAX_ARTIFACTS_PER_INCIDENT artifacts and says which were left out", async () => {
+    const ctx = coreDeps();
+    const urls = Array.from({ length: 7 }, (_, i) => ({ kind: "Url", properties: { url: `https://bulk.example/${i}` } }));
+    const body = { ...trigger, object: { ...trigger.object, properties: { ...trigger.object.properties, relatedEntities: urls } } };
+    const result = await handleIncidentTrigger(body, { ...intakeDeps(ctx), policy: { maxArtifactsPerIncident: 3, collectFilesWithoutHash: false } });
+    expect(result.published).toHaveLength(3);
+    const started = [...ctx.recorded.comments.values()].at(-1)!;
+    expect(started).toContain("analysis started</b> for 3 artifact(s)");
+    expect(started).toContain("https://bulk.example/2");
+    expect(started).not.toContain("https://bulk.example/3");
+    expect(started.match(/over the limit of 3 analysed artifacts per incident/g)).toHaveLength(4);
+    // A redelivery keeps the same three.
+    const again = await handleIncidentTrigger(body, { ...intakeDeps(ctx), policy: { maxArtifactsPerIncident: 3, collectFilesWithoutHash: false } });
+    expect([...again.published, ...again.alreadyKnown].sort()).toEqual([...result.published].sort());
+  });
+
   it("records one job per artifact, publishes one command and posts the started comment", async () => {
     const ctx = coreDeps();
     const result = await handleIncidentTrigger(trigger, intakeDeps(ctx));

@@ -85,9 +85,20 @@ describe("extractArtifacts", () => {
       { kind: "File", properties: { fileName: "x.exe", directory: "C:\\t", additionalData: { MdatpDeviceId: "b".repeat(40) } } },
       { kind: "File", properties: { fileName: "x.exe", directory: "C:\\t", additionalData: { MdatpDeviceId: "c".repeat(40) } } },
       { kind: "FileHash", properties: { algorithm: "SHA256", hashValue: sha } },
-    ]);
+    ], { collectFilesWithoutHash: true });
     expect(artifacts.filter((a) => a.kind === "file")).toHaveLength(2);
     expect(artifacts.filter((a) => a.kind === "hash")).toHaveLength(1);
+  });
+
+  it("does not collect a file that comes without any hash unless told to", () => {
+    const entities = [
+      { kind: "File", properties: { fileName: "salaries.xlsx", directory: "C:\\Users\\bob\\Documents", additionalData: { MdatpDeviceId: "b".repeat(40) } } },
+    ];
+    const off = extractArtifacts(entities);
+    expect(off.artifacts).toEqual([]);
+    expect(off.ignored).toEqual([{ kind: "File", reason: "no hash to check the collected file against, so it is not collected (COLLECT_FILES_WITHOUT_HASH)" }]);
+    const on = extractArtifacts(entities, { collectFilesWithoutHash: true });
+    expect(on.artifacts).toEqual([expect.objectContaining({ kind: "file", fileName: "salaries.xlsx", hashes: {} })]);
   });
 
   it("normalises URLs without changing path or query", () => {

@@ -33,6 +33,18 @@ describe("encodeCollectArgs / decodeCollectArgs", () => {
     expect(decodeCollectArgs(envelope)).toEqual(args);
   });
 
+  it("accepts only paths on the endpoint's own disks: no UNC, device, relative or dot-segment paths", () => {
+    const base = { uploadUrl: sas, fileName: "a.exe" } as const;
+    for (const originalPath of ["\\\\evil-host\\share\\a.exe", "\\\\.\\pipe\\a.exe", "\\\\?\\UNC\\h\\s\\a.exe", "a.exe", "C:a.exe", "C:\\Users\\..\\..\\a.exe"]) {
+      expect(() => encodeCollectArgs({ ...base, originalPath, os: "windows" }), originalPath).toThrow(CollectArgsError);
+    }
+    for (const originalPath of ["//evil-host/share/a.exe", "tmp/a.exe", "/tmp/../etc/a.exe", "/tmp/./a.exe"]) {
+      expect(() => encodeCollectArgs({ ...base, originalPath, os: "linux" }), originalPath).toThrow(CollectArgsError);
+    }
+    expect(encodeCollectArgs({ ...base, originalPath: "D:\\drop\\a.exe", os: "windows" })).toMatch(/^v1\.windows\./);
+    expect(encodeCollectArgs({ ...base, originalPath: "/Users/x/Downloads/..a.exe", os: "macos" })).toMatch(/^v1\.macos\./);
+  });
+
   it("keeps a trailing newline and non-ASCII text exactly", () => {
     const args: CollectArgs = { uploadUrl: sas, originalPath: "C:\\Users\\Zoë\\Загрузки\\файл.exe\n", fileName: "файл.exe", os: "windows" };
     const envelope = encodeCollectArgs(args);

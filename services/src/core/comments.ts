@@ -112,5 +112,8 @@ export function failureComment(artifact: Artifact, reason: string, taskUrl?: str
 
 /** Last-resort guard: a comment over the limit is cut (only the started/failure comments can get here). */
 function fit(html: string): string {
-  return html.length <= commentLimit ? html : html.slice(0, commentLimit - 20) + "<p>(truncated)</p>";
+  if (html.length <= commentLimit) return html;
+  // Cut before a tag or character reference the limit would split.
+  const cut = html.slice(0, commentLimit - 20).replace(/<[^>]*$/, "").replace(/&[#A-Za-z0-9]*$/, "");
+  return cut + "<p>(truncated)</p>";
 }

@@ -69,7 +69,12 @@ function resolvableId(id: string | undefined): string | undefined {
   return id && !/\/entities\/?$/i.test(id) ? id.toLowerCase() : undefined;
 }
 
-export function extractArtifacts(entities: readonly SentinelEntity[]): Extraction {
+export interface ExtractOptions {
+  /** Collect a File entity with no hash (nothing can then check the collected file). Default false. */
+  collectFilesWithoutHash?: boolean;
+}
+
+export function extractArtifacts(entities: readonly SentinelEntity[], options: ExtractOptions = {}): Extraction {
   const ignored: Extraction["ignored"] = [];
   const byId = new Map<string, SentinelEntity>();
   for (const e of entities) {
@@ -125,7 +130,9 @@ export function extractArtifacts(entities: readonly SentinelEntity[]): Extractio
     const fileName = str(file.properties["fileName"]);
     const directory = str(file.properties["directory"]);
 
-    if (fileName && directory && deviceId && deviceIdPattern.test(deviceId)) {
+    if (fileName && directory && deviceId && deviceIdPattern.test(deviceId) && isEmpty(hashes) && !options.collectFilesWithoutHash) {
+      ignored.push({ kind: "File", reason: "no hash to check the collected file against, so it is not collected (COLLECT_FILES_WITHOUT_HASH)" });
+    } else if (fileName && directory && deviceId && deviceIdPattern.test(deviceId)) {
       const host = hostsWithDevice.find((h) => hostDeviceId(h) === deviceId);
       const identity = `${deviceId}|${directory.toLowerCase()}|${fileName.toLowerCase()}|${hashKey(hashes)}`;
       const artifact: FileArtifact = {

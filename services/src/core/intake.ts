@@ -4,7 +4,9 @@ import type { JobStore } from "@connector/shared/job-store";
 import type { Logger } from "@connector/shared/logger";
 import { uuidV5 } from "@connector/shared/ids";
 import type { Bus } from "@connector/shared/bus";
-import { extractArtifacts } from "./extract-artifacts.ts";
+import type { IntakePolicy } from "./ports.ts";
+import { extractArtifacts, type Extraction } from "./extract-artifacts.ts";
+import type { Artifact } from "@connector/shared/messages";
 import { noArtifactsComment, startedComment } from "./comments.ts";
 
 export interface IntakeDeps {
@@ -14,6 +16,7 @@ export interface IntakeDeps {
     listEntities(ref: IncidentRef): Promise<readonly unknown[]>;
     putComment(ref: IncidentRef, commentId: string, message: string): Promise<unknown>;
   };
+  policy: IntakePolicy;
   logger: Logger;
 }
 
@@ -42,7 +45,8 @@ export async function handleIncidentTrigger(body: unknown, deps: IntakeDeps): Pr
   const { incident } = trigger;
   const log = deps.logger.child({ incidentId: incident.incidentId, incidentNumber: incident.incidentNumber });
 
-  let extraction = extractArtifacts(trigger.entities);
+  const extractOptions = { collectFilesWithoutHash: deps.policy.collectFilesWithoutHash };
+  let extraction = extractArtifacts(trigger.entities, extractOptions);
   let entitiesFrom: IntakeResult["entitiesFrom"] = "trigger";
   if (extraction.artifacts.length === 0) {
     // Entities can be missing or late in the trigger: read them from the incident itself.
@@ -51,9 +55,10 @@ export async function handleIncidentTrigger(body: unknown, deps: IntakeDeps): Pr
       const parsed = sentinelEntitySchema.safeParse(e);
       return parsed.success ? [parsed.data] : [];
     });
-    extraction = extractArtifacts(entities);
+    extraction = extractArtifacts(entities, extractOptions);
     entitiesFrom = "api";
   }
+  extraction = capArtifacts(extraction, deps.policy.maxArtifactsPerIncident);
 
   const result: IntakeResult = { incidentId: incident.incidentId, published: [], notCollectable: [], alreadyKnown: [], entitiesFrom };
   for (const artifact of extraction.artifacts) {
@@ -89,4 +94,19 @@ export async function handleIncidentTrigger(body: unknown, deps: IntakeDeps): Pr
     alreadyKnown: result.alreadyKnown.length,
   });
   return result;
+}
+
+/**
+ * Keeps the first `max` analysable artifacts (in entity order, so a redelivery keeps the same
+ * ones); the others are reported as not analysed. Hash-only artifacts cost nothing and stay.
+ */
+function capArtifacts(extraction: Extraction, max: number): Extraction {
+  let analysable = 0;
+  const artifacts: Artifact[] = [];
+  const over: Extraction["ignored"] = [];
+  for (const artifact of extraction.artifacts) {
+    if (artifact.kind !== "hash" && ++analysable > max) over.push({ kind: artifact.kind === "url" ? "Url" : "File", reason: `over the limit of ${max} analysed artifacts per incident` });
+    else artifacts.push(artifact);
+  }
+  return { artifacts, ignored: [...extraction.ignored, ...over] };
 }

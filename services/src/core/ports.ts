@@ -68,6 +68,13 @@ export interface Settings {
   retry: { baseSeconds: number; maxSeconds: number; maxAttempts: number };
   /** How long a submission may be in flight before another delivery treats its outcome as unknown. */
   submissionGraceSeconds: number;
+  intake: IntakePolicy;
+}
+
+/** Which of an incident's entities are analysed (MAX_ARTIFACTS_PER_INCIDENT, COLLECT_FILES_WITHOUT_HASH). */
+export interface IntakePolicy {
+  maxArtifactsPerIncident: number;
+  collectFilesWithoutHash: boolean;
 }
 
 export interface CoreDeps {

@@ -10,6 +10,6 @@ export const intake = registerFunction({
   handler: (message, context) =>
     runLogged("intake", context, async (logger) => {
       const deps = await getDeps();
-      await handleIncidentTrigger(message, { jobs: deps.jobs, bus: deps.bus, sentinel: deps.incidents, logger });
+      await handleIncidentTrigger(message, { jobs: deps.jobs, bus: deps.bus, sentinel: deps.incidents, policy: deps.settings.intake, logger });
     }),
 });

@@ -117,6 +117,7 @@ export function coreDeps(sandbox: Partial<FakeSandbox> = {}) {
       tiValidDays: 90,
       retry: { baseSeconds: 10, maxSeconds: 900, maxAttempts: 5 },
       submissionGraceSeconds: 720,
+      intake: { maxArtifactsPerIncident: 25, collectFilesWithoutHash: false },
     },
     logger: createLogger({ level: "error" }),
     now: () => new Date("2026-12-01T10:00:00Z"),

@@ -75,8 +75,8 @@ export async function emulateWindowsCollect(
     return finish("bad_args", "envelope");
   }
   if (decoded.os !== "windows") return finish("bad_args", "envelope os");
-  if (!/^([A-Za-z]:\\|\\\\)/.test(decoded.originalPath) || decoded.originalPath.includes('"')) {
-    return finish("bad_args", "original path not absolute");
+  if (!/^[A-Za-z]:\\/.test(decoded.originalPath) || decoded.originalPath.includes('"')) {
+    return finish("bad_args", "original path not a local drive path");
   }
   const expected = expectedHash(decoded);
   let mismatchSha256: string | undefined;
