@@ -66,9 +66,10 @@ describe("comments", () => {
   });
 
   it("cuts an overlong comment before a tag or character reference, never through one", () => {
-    const urls: UrlArtifact[] = Array.from({ length: 90 }, (_, i) => ({ kind: "url", artifactId: `url-${i}`, url: `https://x.example/${"&<".repeat(200)}${i}` }));
     for (let pad = 0; pad < 12; pad++) {
-      const html = startedComment(urls, [{ kind: "File", reason: "r".repeat(pad) }]);
+      // The padding moves where the limit falls relative to the escaped text.
+      const urls: UrlArtifact[] = Array.from({ length: 90 }, (_, i) => ({ kind: "url", artifactId: `url-${i}`, url: `https://x.example/${"p".repeat(pad)}${"&<".repeat(200)}${i}` }));
+      const html = startedComment(urls, []);
       expect(html.length).toBeLessThanOrEqual(commentLimit);
       expect(html.endsWith("<p>(truncated)</p>")).toBe(true);
       const body = html.slice(0, -"<p>(truncated)</p>".length);
