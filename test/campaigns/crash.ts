@@ -95,7 +95,7 @@ export async function runCrashCampaign(options: CrashOptions): Promise<CrashResu
       },
     });
     const slowest = [...finalAt].sort((a, b) => b[1] - a[1]).slice(0, 3);
-    const settled = await settle(ctx);
+    const { quiet: settled, busy } = await settle(ctx);
     const durationMs = Date.now() - started;
     const figures = countFigures(runtime, incidents);
     const deadLetters = figures.deadLetters.length;
@@ -103,7 +103,7 @@ export async function runCrashCampaign(options: CrashOptions): Promise<CrashResu
       `crash campaign: ${figures.incidents} incidents, ${kills.length} kills, ${figures.enriched} enriched, ` +
       `${figures.duplicateSubmissions} duplicate submissions, ${figures.duplicateLiveResponses} duplicate live responses, ` +
       `${figures.duplicateComments} duplicate comments, ${figures.duplicateIndicators} duplicate indicators, ${deadLetters} dead letters ` +
-      `(${formatSeconds(durationMs)})`;
+      `(${formatSeconds(durationMs)}, seed ${seed})`;
     const hit = kills.filter((k) => k.openAtKill > 0).length;
     const locked = kills.filter((k) => k.lockedAtKill > 0).length;
     const avgRestart = kills.reduce((n, k) => n + k.restartMs, 0) / Math.max(1, kills.length);
@@ -113,6 +113,7 @@ export async function runCrashCampaign(options: CrashOptions): Promise<CrashResu
       `  last incidents final ${slowest.map(([i, t]) => `#${i.incidentNumber} (${i.shape}) at +${formatSeconds(t - started - killPhaseMs)}`).join(", ")} after the kill phase`,
       ...slowReport,
       ...unfinished.map((u) => `  unfinished: ${u}`),
+      ...busy.map((b) => `  not settled: ${b}`),
       ...duplicateDetails(figures).map((d) => `  duplicate: ${d}`),
       ...figures.deadLetters.map((d) => `  dead letter: ${d.entity} ${d.reason}: ${d.description}`),
       ...figures.wrongVerdicts.map((w) => `  wrong verdict: ${w}`),

@@ -76,7 +76,7 @@ export async function runFaultsCampaign(options: FaultsOptions): Promise<FaultsR
     // Faults stop only now: a late duplicate would still have to get through them.
     const requests = Object.fromEntries(ctx.proxies.map((p) => [p.double, p.stats().requests]));
     for (const p of ctx.proxies) p.setEnabled(false);
-    const settled = await settle(ctx);
+    const { quiet: settled, busy } = await settle(ctx);
     const durationMs = Date.now() - started;
     const figures = countFigures(runtime, incidents);
     const faults = ctx.proxies.flatMap((p) => p.stats().faults);
@@ -87,7 +87,7 @@ export async function runFaultsCampaign(options: FaultsOptions): Promise<FaultsR
       `(${byKind("5xx")} 5xx, ${byKind("429")} 429, ${byKind("timeout")} timeouts), ${figures.enriched} enriched, ${figures.failedWithComment} failed with comment, ` +
       `${figures.duplicateSubmissions} duplicate submissions, ${figures.duplicateLiveResponses} duplicate live responses, ` +
       `${figures.duplicateComments} duplicate comments, ${figures.duplicateIndicators} duplicate indicators, ${figures.deadLetters.length} dead letters ` +
-      `(${formatSeconds(durationMs)})`;
+      `(${formatSeconds(durationMs)}, seed ${seed})`;
     const perDouble = ctx.proxies
       .map((p) => {
         const f = p.stats().faults;
@@ -108,6 +108,7 @@ export async function runFaultsCampaign(options: FaultsOptions): Promise<FaultsR
       `  artifacts ${figures.artifacts}: sandbox tasks ${figures.sandboxTasks} (submission requests ${figures.submissionRequests}), live responses ${figures.liveResponses}, comments ${figures.comments}, indicators stored ${figures.indicatorsStored}, TI upload requests ${figures.uploadRequests} (repeated uploads ${figures.repeatedUploads}); unfinished ${figures.unfinished.length}, settled ${settled}`,
       ...slowReport,
       ...unfinished.map((u) => `  unfinished: ${u}`),
+      ...busy.map((b) => `  not settled: ${b}`),
       ...duplicateDetails(figures).map((d) => `  duplicate: ${d}`),
       ...figures.deadLetters.map((d) => `  dead letter: ${d.entity} ${d.reason}: ${d.description}`),
       ...figures.perArtifact.flatMap((a) => a.failures.map((f) => `  failure comment on ${a.artifact.key}: ${f.replace(/<[^>]+>/g, " ").replace(/\s+/g, " ").trim().slice(0, 200)}`)),

@@ -246,12 +246,19 @@ export function brokerActivity(runtime: LocalRuntime): BrokerActivity {
   return sum;
 }
 
+export interface Settled {
+  quiet: boolean;
+  /** What was still busy when the wait gave up (empty when quiet). */
+  busy: string[];
+}
+
 /**
- * After the last incident is final: waits (bounded) until no message is active, locked or
- * scheduled and Event Grid has nothing pending, so that late duplicates would show in the counts.
- * Returns whether the pipeline went quiet within `maxMs`.
+ * After the last incident is final: waits (bounded) until no message is active or scheduled and
+ * Event Grid has nothing pending, so that late duplicates would show in the counts. A BlobCreated
+ * that failed while the host was down is retried on Event Grid's schedule (30 attempts, minutes
+ * apart at full scale), so the bound leaves room for a late retry on a loaded machine.
  */
-export async function settle(ctx: CampaignRuntime, maxMs = 20_000): Promise<boolean> {
+export async function settle(ctx: CampaignRuntime, maxMs = 90_000): Promise<Settled> {
   const deadline = Date.now() + maxMs;
   for (;;) {
     const a = brokerActivity(ctx.runtime);
@@ -259,11 +266,21 @@ export async function settle(ctx: CampaignRuntime, maxMs = 20_000): Promise<bool
     if (a.active === 0 && a.scheduled === 0 && egIdle) {
       await sleep(1_000);
       const b = brokerActivity(ctx.runtime);
-      if (b.active === 0 && b.scheduled === 0) return true;
+      if (b.active === 0 && b.scheduled === 0) return { quiet: true, busy: [] };
     }
-    if (Date.now() > deadline) return false;
+    if (Date.now() > deadline) return { quiet: false, busy: busyEntities(ctx.runtime) };
     await sleep(250);
   }
+}
+
+function busyEntities(runtime: LocalRuntime): string[] {
+  const paths = [...allQueues().map((q) => q.name), ...allTopics().flatMap((t) => t.subscriptions.map((s) => `${t.name}/Subscriptions/${s.name}`))];
+  const busy = paths.flatMap((p) => {
+    const s = runtime.broker.stats(p);
+    return s.active + s.locked + s.scheduled > 0 ? [`${p}: ${s.active} active, ${s.locked} locked, ${s.scheduled} scheduled`] : [];
+  });
+  for (const d of runtime.eventGrid.pendingDeliveries()) busy.push(`Event Grid ${d.subscription} ${d.eventId}: ${d.attempts} attempts, last ${d.lastOutcome || "none"}`);
+  return busy;
 }
 
 export async function pushIncidents(runtime: LocalRuntime, incidents: readonly CampaignIncident[]): Promise<void> {

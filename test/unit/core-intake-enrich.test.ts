@@ -4,6 +4,7 @@ import { handleIncidentTrigger, commentIds } from "@connector/services/core/inta
 import { handleAnalysisWatch } from "@connector/services/core/watch-analysis";
 import { handleAnalysisCompleted } from "@connector/services/core/enrich";
 import { InvalidInputError } from "@connector/shared/errors";
+import { ApiError } from "@connector/shared/clients/http";
 import { coreDeps, incident } from "./support/core-deps.ts";
 
 const trigger = JSON.parse(readFileSync(new URL("../fixtures/microsoft/sentinel-incident-trigger-body.COMPOSITE.json", import.meta.url), "utf8"));
@@ -153,6 +154,25 @@ describe("enrichment", () => {
     expect(await handleAnalysisCompleted(event(), ctx.deps)).toEqual({ outcome: "skipped" });
     expect(ctx.recorded.uploads).toHaveLength(3);
     expect(ctx.recorded.comments.size).toBe(1);
+  });
+
+  it("still labels the incident and uploads indicators when Sentinel refuses the comment (400: 100 comments), and retries other failures", async () => {
+    const ctx = coreDeps({ iocs });
+    await submittedJob(ctx);
+    ctx.deps.incidents.putComment = async () => {
+      throw new ApiError("sentinel", "putComment", 400, "An incident can have at most 100 comments.", "BadRequest");
+    };
+    expect(await handleAnalysisCompleted(event(), ctx.deps)).toMatchObject({ outcome: "enriched", indicators: 2 });
+    expect(ctx.recorded.labels).toEqual(["ANY.RUN: Malicious activity", "trojan"]);
+    expect(ctx.recorded.uploads).toHaveLength(1);
+
+    const busy = coreDeps({ iocs });
+    await submittedJob(busy);
+    busy.deps.incidents.putComment = async () => {
+      throw new ApiError("sentinel", "putComment", 503, "busy");
+    };
+    await expect(handleAnalysisCompleted(event(), busy.deps)).rejects.toMatchObject({ status: 503 });
+    expect(busy.recorded.labels).toEqual([]);
   });
 
   it("reports a failed or timed-out task on the incident", async () => {

@@ -6,7 +6,7 @@ import { chunk } from "@connector/shared/clients/sentinel-ti";
 import type { CoreDeps, SandboxIoc } from "./ports.ts";
 import { resultComment } from "./comments.ts";
 import { commentIds } from "./intake.ts";
-import { failJob, now } from "./job-outcomes.ts";
+import { failJob, now, postComment } from "./job-outcomes.ts";
 
 const stixTypes: ReadonlySet<string> = new Set<IocType>(["sha256", "sha1", "md5", "url", "domain", "ip"]);
 
@@ -50,7 +50,8 @@ export async function handleAnalysisCompleted(event: Pick<EventGridEvent, "data"
   const iocs = await deps.sandbox.getIocs(data.taskId);
   const env = job.sandboxEnvironment;
 
-  await deps.incidents.putComment(
+  await postComment(
+    deps,
     job.incident,
     commentIds.result(job.incidentId, job.artifactId),
     resultComment({

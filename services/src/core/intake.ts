@@ -8,6 +8,7 @@ import type { IntakePolicy } from "./ports.ts";
 import { extractArtifacts, type Extraction } from "./extract-artifacts.ts";
 import type { Artifact } from "@connector/shared/messages";
 import { noArtifactsComment, startedComment } from "./comments.ts";
+import { postComment } from "./job-outcomes.ts";
 
 export interface IntakeDeps {
   jobs: JobStore;
@@ -78,13 +79,14 @@ export async function handleIncidentTrigger(body: unknown, deps: IntakeDeps): Pr
     result.published.push(artifact.artifactId);
   }
 
+  const commenter = { incidents: deps.sentinel, logger: log };
   // Posted on every delivery, not only when this one created jobs: a first delivery that recorded the
   // jobs and then failed (Sentinel fault, crash) must not leave the incident without it. The fixed
   // comment id makes the repeat an update of the same comment.
   if (extraction.artifacts.length === 0) {
-    await deps.sentinel.putComment(incident, commentIds.started(incident.incidentId), noArtifactsComment(extraction.ignored));
+    await postComment(commenter, incident, commentIds.started(incident.incidentId), noArtifactsComment(extraction.ignored));
   } else {
-    await deps.sentinel.putComment(incident, commentIds.started(incident.incidentId), startedComment(extraction.artifacts, extraction.ignored));
+    await postComment(commenter, incident, commentIds.started(incident.incidentId), startedComment(extraction.artifacts, extraction.ignored));
   }
   log.info("incident taken in", {
     event: trigger.eventType,

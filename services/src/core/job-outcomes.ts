@@ -1,14 +1,37 @@
 import type { JobRecord } from "@connector/shared/job-store";
 import type { ArtifactCommand } from "@connector/shared/messages";
-import type { ApiError } from "@connector/shared/clients/http";
+import { ApiError } from "@connector/shared/clients/http";
+import type { IncidentRef } from "@connector/shared/messages";
 import type { CoreDeps } from "./ports.ts";
 import { backoffSeconds, describeApiError } from "./backoff.ts";
 import { failureComment } from "./comments.ts";
 import { commentIds } from "./intake.ts";
 
+/**
+ * Posts (or updates) one of our comments. Sentinel refusing it with a 400 (an incident holds at most
+ * 100 comments, an analyst's included) will not change on a retry: that is logged and the rest of
+ * the work goes on, so labels and indicators are not lost with the comment. Returns whether it
+ * was posted; any other failure is thrown to be retried.
+ */
+export async function postComment(
+  deps: { incidents: Pick<CoreDeps["incidents"], "putComment">; logger: CoreDeps["logger"] },
+  ref: IncidentRef,
+  commentId: string,
+  html: string,
+): Promise<boolean> {
+  try {
+    await deps.incidents.putComment(ref, commentId, html);
+    return true;
+  } catch (err) {
+    if (!(err instanceof ApiError) || err.status !== 400) throw err;
+    deps.logger.warn("Sentinel refused the comment; going on without it", { incidentId: ref.incidentId, commentId, error: err.message });
+    return false;
+  }
+}
+
 /** Ends a job as failed and says why on the incident (one comment per artifact, fixed id). */
 export async function failJob(deps: Pick<CoreDeps, "jobs" | "incidents" | "logger">, job: JobRecord, reason: string): Promise<void> {
-  await deps.incidents.putComment(job.incident, commentIds.failure(job.incidentId, job.artifactId), failureComment(job.artifact, reason, job.taskUrl));
+  await postComment(deps, job.incident, commentIds.failure(job.incidentId, job.artifactId), failureComment(job.artifact, reason, job.taskUrl));
   await deps.jobs.update(job.incidentId, job.artifactId, { status: "failed", failure: reason });
   deps.logger.warn("artifact analysis failed", { incidentId: job.incidentId, artifactId: job.artifactId, reason });
 }

@@ -246,6 +246,11 @@ export class Dispatcher {
     return [...this.dead];
   }
 
+  /** Deliveries still waiting for an attempt or a retry (diagnostics). */
+  pendingDeliveries(): { subscription: string; eventId: string; attempts: number; lastOutcome: string }[] {
+    return [...this.pending].map((p) => ({ subscription: p.sub.declaration.name, eventId: p.event.id, attempts: p.attempts, lastOutcome: p.lastOutcome }));
+  }
+
   /** Resolves when no delivery is pending or in flight. */
   idle(): Promise<void> {
     if (this.pending.size === 0 && this.inFlight.size === 0) return Promise.resolve();

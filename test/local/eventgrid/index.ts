@@ -95,6 +95,8 @@ export interface LocalEventGrid {
   /** One record per delivery attempt. */
   deliveries(): DeliveryRecord[];
   deadLetters(): DeadLetterRecord[];
+  /** Deliveries still waiting for an attempt or a retry. */
+  pendingDeliveries(): { subscription: string; eventId: string; attempts: number; lastOutcome: string }[];
   /** Resolves when raised events have been handed to the dispatcher and no delivery is pending. */
   idle(): Promise<void>;
   close(): Promise<void>;
@@ -307,6 +309,7 @@ export async function startLocalEventGrid(options: LocalEventGridOptions): Promi
     publish,
     published: () => dispatcher.published(),
     deliveries: () => dispatcher.deliveries(),
+    pendingDeliveries: () => dispatcher.pendingDeliveries(),
     deadLetters: () => dispatcher.deadLetters(),
     async idle() {
       await proxy.settled();
