@@ -70,8 +70,27 @@ async function waitForRun(runtime: LocalRuntime, run: Run, timeoutMs: number) {
   }
 }
 
+const usage = `Usage: npm start [-- [--keep] [incident.json …]]
+
+Without files: runs the sample incidents through the local pipeline and checks each outcome.
+With files: pushes your own Sentinel incident trigger bodies (see
+test/fixtures/microsoft/sentinel-incident-trigger-body.COMPOSITE.json) and prints what each got.
+--keep: leave the local runtime up afterwards (e.g. for npm run replay); Ctrl-C stops it.
+LOCAL_RUNTIME_VERBOSE=1 also shows the functions host's logs.`;
+
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
+  if (args.includes("--help") || args.includes("-h")) {
+    out(usage);
+    return 0;
+  }
+  const unknown = args.filter((a) => a.startsWith("--") && a !== "--keep");
+  if (unknown.length) {
+    out(`Unknown option ${unknown.join(", ")}.
+
+${usage}`);
+    return 2;
+  }
   // --keep: leave the local runtime up afterwards (e.g. to try `npm run replay` on its dead letters).
   const keep = args.includes("--keep");
   const files = args.filter((a) => a !== "--keep");
@@ -85,13 +104,20 @@ async function main(): Promise<number> {
   out(`Starting the local runtime (Azurite, Service Bus broker, Event Grid, functions host, ANY.RUN/MDE/Sentinel doubles)…`);
   const runtime = await startLocalRuntime();
   let stopping = false;
+  let parked = false;
+  // `on`, not `once`: a terminal's Ctrl-C reaches npm, tsx and this process, and tsx relays it
+  // again; a second signal without a listener would exit in the middle of the clean-up.
   const stop = (signal: NodeJS.Signals) => {
+    if (stopping) return;
     stopping = true;
     out(`\n${signal}: stopping the local runtime…`);
-    void runtime.close().finally(() => process.exit(130));
+    // Ctrl-C is how a --keep run is meant to end.
+    const code = parked ? 0 : 130;
+    void runtime.close().finally(() => process.exit(code));
   };
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+  process.on("SIGHUP", stop);
 
   let failures = unreadable;
   try {
@@ -115,11 +141,15 @@ async function main(): Promise<number> {
           out(`  reason: ${result.deadLetter.reason}`);
           out(`  ${result.deadLetter.description}`);
           if (!run.userFile) problems.push("a sample incident was dead-lettered");
+          else {
+            out("  ✓ finished: dead-lettered with its reason");
+            continue;
+          }
         } else {
           out(formatOutcome(result.outcome));
           if (!run.userFile) problems = checkExpectations(result.outcome, run.incident.expect);
           else if (result.outcome.jobs.some((j) => j.status === "failed" && j.artifact.kind === "file")) {
-            out("  note: files of your own incidents are looked for in the local fake Defender quarantine, which only holds the samples' files");
+            out("  note: the local MDE double runs the real endpoint script on this machine: a file of your own incident is looked for at its path here and in the fake Defender quarantine, which holds only the samples' files");
           }
         }
       } catch (err) {
@@ -142,6 +172,7 @@ async function main(): Promise<number> {
       }
       out("  npm run --silent replay -- list");
       out("Press Ctrl-C to stop it.");
+      parked = true;
       await new Promise(() => undefined); // until SIGINT / SIGTERM
     }
   } finally {
