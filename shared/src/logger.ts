@@ -19,9 +19,11 @@ export function registerSecret(value: string | undefined): void {
 
 const patterns: [RegExp, string][] = [
   [/([?&]sig=)[^&\s"'<>]+/gi, "$1REDACTED"],
+  // The same inside a URL-encoded URL (e.g. a SAS URL carried as a query parameter).
+  [/((?:%26|%3F)sig%3D)(?:(?!%26)[^&\s"'<>])+/gi, "$1REDACTED"],
   [/(AccountKey=)[^;\s"']+/gi, "$1REDACTED"],
   [/(SharedAccessKey=)[^;\s"']+/gi, "$1REDACTED"],
-  [/(Bearer\s+)[A-Za-z0-9._~+/=-]+/g, "$1REDACTED"],
+  [/(Bearer\s+)[A-Za-z0-9._~+/=-]+/gi, "$1REDACTED"],
   [/(API-Key\s+)[^\s"',]+/gi, "$1REDACTED"],
   [/(aeg-sas-key["']?\s*[:=]\s*["']?)[^"',\s]+/gi, "$1REDACTED"],
 ];

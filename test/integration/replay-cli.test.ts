@@ -76,7 +76,7 @@ afterAll(async () => {
 
 describe("replay CLI (tsx, against the local broker)", () => {
   it("lists dead letters per entity in a table with the reason, shows one, dry-runs and resends", async () => {
-    await deadLetter(intake, [{ body: { incident: "broken", sas: "https://a.blob.core.windows.net/c/b?sv=1&sig=topsecret" }, messageId: "cli-1", applicationProperties: { source: "playbook" } }], "InvalidInput", "object.id: Required");
+    await deadLetter(intake, [{ body: { incident: "broken", sas: "https://a.blob.core.windows.net/c/b?sv=1&sig=topsecret" }, messageId: "cli-1", applicationProperties: { source: "playbook", note: "https://a.blob.core.windows.net/c/b?sv=1&sig=propsecret" } }], "InvalidInput", "object.id: Required");
 
     const list = await runCli(["list"]);
     expect(list.stderr).toBe("");
@@ -87,11 +87,15 @@ describe("replay CLI (tsx, against the local broker)", () => {
     expect(lines.find((l) => l.startsWith("artifact-commands/submit-url"))).toMatch(/^artifact-commands\/submit-url\s+0\s+-$/);
     const header = lines.find((l) => l.startsWith("ENTITY  ") && l.includes("REASON"))!;
     expect(header).toMatch(/^ENTITY\s+SEQ\s+MESSAGE ID\s+REASON\s+AGE\s+DELIVERIES\s+DESCRIPTION\s+PROPERTIES$/);
-    expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^${intake}\\s+1\\s+cli-1\\s+InvalidInput\\s+\\d+s\\s+0\\s+object\\.id: Required\\s+source=playbook$`)));
+    expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^${intake}\\s+1\\s+cli-1\\s+InvalidInput\\s+\\d+s\\s+0\\s+object\\.id: Required\\s+source=playbook`)));
     expect(list.stdout).toContain("1 dead letter(s) selected.");
 
     const json = await runCli(["list", "--reason", "invalid", "--json"]);
     expect(JSON.parse(json.stdout).deadLetters).toEqual([expect.objectContaining({ entity: intake, messageId: "cli-1", reason: "InvalidInput" })]);
+    expect(json.stdout).not.toContain("propsecret");
+    const showJson = await runCli(["show", intake, "cli-1", "--json"]);
+    expect(showJson.stdout).toContain("sig=REDACTED");
+    expect(showJson.stdout).not.toMatch(/topsecret|propsecret/);
 
     const show = await runCli(["show", intake, "cli-1"]);
     expect(show.code).toBe(0);
@@ -126,6 +130,15 @@ describe("replay CLI (tsx, against the local broker)", () => {
     const unknown = await runCli(["list", "--entity", "nope"]);
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toContain("Unknown entity 'nope'");
+    const unknownEg = await runCli(["eventgrid", "list", "--entity", "nope"]);
+    expect(unknownEg.code).toBe(1);
+    expect(unknownEg.stderr).toContain("Unknown Event Grid topic or subscription 'nope'");
+    // An empty filter value (an unset shell variable) is refused, never read as "everything".
+    for (const args of [["--id", ""], ["--id", ","], ["--reason", ""], ["--entity", ""]]) {
+      const empty = await runCli(["resend", ...args, "--dry-run"]);
+      expect(empty.code, args.join(" ")).toBe(2);
+      expect(empty.stdout).not.toContain("would resend");
+    }
     const noConnection = await runCli(["list"], { SERVICEBUS_CONNECTION: "" });
     expect(noConnection.code).toBe(1);
   });

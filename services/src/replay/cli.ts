@@ -94,7 +94,11 @@ function duration(name: string, value: string | undefined): number | undefined {
 }
 
 function filterFrom(values: Values): DeadLetterFilter {
-  const ids = (values.id ?? []).flatMap((v) => v.split(",")).map((v) => v.trim()).filter(Boolean);
+  // An empty filter value (an unset shell variable, say) must never widen the selection to everything.
+  const ids = (values.id ?? []).flatMap((v) => v.split(",")).map((v) => v.trim());
+  if (ids.some((id) => id === "")) throw new UsageError("--id: empty message id (give one or more ids, comma-separated)");
+  if (values.reason !== undefined && values.reason.trim() === "") throw new UsageError("--reason: empty");
+  if (values.entity?.some((e) => e.trim() === "")) throw new UsageError("--entity: empty");
   const olderThanMs = duration("older-than", values["older-than"]);
   const newerThanMs = duration("newer-than", values["newer-than"]);
   const limit = positiveInt("limit", values.limit);
@@ -163,7 +167,7 @@ async function run(argv: string[]): Promise<number> {
   try {
     if (command === "list") {
       const result = await backend.list(filter);
-      out(values.json ? JSON.stringify(result, null, 2) : formatList(result.byEntity, result.deadLetters));
+      out(values.json ? redact(JSON.stringify(result, null, 2)) : formatList(result.byEntity, result.deadLetters));
       return 0;
     }
     if (command === "show") {
@@ -172,7 +176,7 @@ async function run(argv: string[]): Promise<number> {
         err(`No dead letter ${rest[1]} in ${rest[0]}.`);
         return 1;
       }
-      out(values.json ? JSON.stringify(detail, null, 2) : formatDetail(detail));
+      out(values.json ? redact(JSON.stringify(detail, null, 2)) : formatDetail(detail));
       return 0;
     }
     if (command === "resend") {
@@ -193,12 +197,12 @@ async function run(argv: string[]): Promise<number> {
           if (p.processed < p.total) err(`resend: ${p.processed}/${p.total} processed (${p.resent} resent, ${p.failed} not resent)`);
         },
       });
-      out(values.json ? JSON.stringify(report, null, 2) : formatResend(report));
+      out(values.json ? redact(JSON.stringify(report, null, 2)) : formatResend(report));
       return report.failed > 0 ? 1 : 0;
     }
     if (sub === "list") {
       const entries = await backend.eventList(filter);
-      out(values.json ? JSON.stringify(entries, null, 2) : formatEventList(entries));
+      out(values.json ? redact(JSON.stringify(entries, null, 2)) : formatEventList(entries));
       return 0;
     }
     if (sub === "show") {
@@ -207,7 +211,7 @@ async function run(argv: string[]): Promise<number> {
         err(`No dead-letter blob ${rest[0]}.`);
         return 1;
       }
-      out(values.json ? JSON.stringify(events, null, 2) : formatEventDetail(rest[0]!, events));
+      out(values.json ? redact(JSON.stringify(events, null, 2)) : formatEventDetail(rest[0]!, events));
       return 0;
     }
     if (!dryRun) {
@@ -221,7 +225,7 @@ async function run(argv: string[]): Promise<number> {
       }
     }
     const report = await backend.eventReplay(filter, { dryRun });
-    out(values.json ? JSON.stringify(report, null, 2) : formatEventReplay(report));
+    out(values.json ? redact(JSON.stringify(report, null, 2)) : formatEventReplay(report));
     return report.failed > 0 ? 1 : 0;
   } finally {
     await backend.close();

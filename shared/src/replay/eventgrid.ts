@@ -21,6 +21,7 @@ import type { EventGridEvent } from "@azure/functions";
 import { createLogger, redact, type Logger } from "../logger.ts";
 import { allEventGridTopics, type EventGridSubscriptionDeclaration, type EventGridTopicDeclaration } from "../topology.ts";
 import { matchesAge, matchesId, matchesReason, type DeadLetterFilter } from "./filters.ts";
+import { UnknownEntityError } from "./entities.ts";
 
 export interface EventGridDeadLetter {
   readonly blobName: string;
@@ -138,6 +139,9 @@ export class EventGridDeadLetters {
 
   async list(filter: DeadLetterFilter = {}): Promise<EventGridDeadLetter[]> {
     const wanted = (filter.entities ?? []).map((e) => e.toLowerCase());
+    const known = allEventGridTopics().flatMap((t) => [t.name, ...t.subscriptions.map((s) => s.name)]);
+    const unknown = wanted.filter((w) => !known.includes(w));
+    if (unknown.length) throw new UnknownEntityError(`Unknown Event Grid topic or subscription '${unknown.join("', '")}'. Known: ${known.join(", ")}`);
     const found: EventGridDeadLetter[] = [];
     for (const name of await this.blobNames()) {
       const blob = await this.load(name);

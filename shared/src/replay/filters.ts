@@ -77,7 +77,11 @@ const duration = z.union([z.number().nonnegative(), z.string().min(1)]).transfor
     return z.NEVER;
   }
 });
-const stringList = z.union([z.string().min(1), z.array(z.string().min(1))]).transform((v) => (Array.isArray(v) ? v : v.split(",").map((s) => s.trim()).filter(Boolean)));
+// An empty entry (`id=,`) is refused, never read as "no filter": that would select everything.
+const stringList = z
+  .union([z.string().min(1), z.array(z.string().min(1))])
+  .transform((v) => (Array.isArray(v) ? v : v.split(",")).map((s) => s.trim()))
+  .refine((list) => list.every((s) => s !== ""), { message: "empty value in the list" });
 
 /**
  * The filters as JSON (the HTTP function's body and query): `entity` / `entities`, `reason`,
@@ -87,7 +91,7 @@ export const filterInputSchema = z
   .object({
     entity: stringList.optional(),
     entities: stringList.optional(),
-    reason: z.string().min(1).optional(),
+    reason: z.string().trim().min(1).optional(),
     exactReason: z.union([z.boolean(), z.enum(["true", "false"]).transform((v) => v === "true")]).optional(),
     olderThan: duration.optional(),
     newerThan: duration.optional(),

@@ -1,0 +1,23 @@
+import { describe, expect, it } from "vitest";
+import { redact, registerSecret } from "@connector/shared/logger";
+
+describe("redact", () => {
+  it("masks SAS signatures, also URL-encoded inside another URL, keys and tokens in any case", () => {
+    const sas = "https://acct.blob.core.windows.net/staging/b.bin?sv=2021-04-10&sr=b&sp=cw&sig=AbC%2Bdef%3D";
+    expect(redact(sas)).toBe("https://acct.blob.core.windows.net/staging/b.bin?sv=2021-04-10&sr=b&sp=cw&sig=REDACTED");
+    const encoded = `https://example/next?target=${encodeURIComponent(sas)}&x=1`;
+    expect(redact(encoded)).not.toContain("AbC");
+    expect(redact(encoded)).toContain("sig%3DREDACTED");
+    expect(redact(encoded)).toContain("&x=1");
+    expect(redact("authorization: bearer eyJ0eXAiOiJKV1Qi.x.y")).toBe("authorization: bearer REDACTED");
+    expect(redact("Authorization: Bearer eyJ0eXAiOiJKV1Qi.x.y")).toBe("Authorization: Bearer REDACTED");
+    expect(redact("Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey=c2VjcmV0;")).toBe("Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey=REDACTED;");
+    expect(redact("DefaultEndpointsProtocol=https;AccountName=a;AccountKey=c2VjcmV0PT0=;")).toBe("DefaultEndpointsProtocol=https;AccountName=a;AccountKey=REDACTED;");
+    expect(redact('{"Authorization":"API-Key abcdef123456"}')).toBe('{"Authorization":"API-Key REDACTED"}');
+  });
+
+  it("masks a registered literal secret wherever it appears", () => {
+    registerSecret("literal-secret-0042");
+    expect(redact("x literal-secret-0042 y")).toBe("x REDACTED y");
+  });
+});
