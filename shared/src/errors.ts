@@ -13,6 +13,15 @@ export class InvalidInputError extends Error {
   }
 }
 
+/**
+ * Not ready yet, expectedly (a submission still in flight, the endpoint's own hash not there yet):
+ * thrown to have the delivery retried later on the trigger's own schedule. Logged as info, not as
+ * a failure.
+ */
+export class RetryLaterError extends Error {
+  override name = "RetryLaterError";
+}
+
 /** The first problems of a failed zod parse, with their paths: "object.id: Invalid input; …". */
 export function describeIssues(error: { issues: readonly { path: readonly PropertyKey[]; message: string }[] }, max = 5): string {
   return error.issues

@@ -8,6 +8,7 @@
 import { readFileSync } from "node:fs";
 import { queues } from "@connector/shared/topology";
 import { terminalStatuses } from "@connector/shared/job-store";
+import { createLogger } from "@connector/shared/logger";
 import { startLocalRuntime, type LocalRuntime } from "./runtime.ts";
 import { sampleIncidents, type SampleIncident } from "./samples.ts";
 import { checkExpectations, formatOutcome, incidentIdOf, readOutcome, waitForIncident } from "./outcomes.ts";
@@ -65,7 +66,13 @@ async function waitForRun(runtime: LocalRuntime, run: Run, timeoutMs: number) {
         return { outcome: readOutcome(runtime, run.incident.body, await waitForIncident(runtime, run.incident.body, 1000)) };
       }
     }
-    if (Date.now() > deadline) throw new Error(`not finished after ${timeoutMs / 1000} s`);
+    if (Date.now() > deadline) {
+      const jobs = incidentId ? await runtime.jobs.listByIncident(incidentId).catch(() => []) : [];
+      const byStatus = new Map<string, number>();
+      for (const j of jobs) byStatus.set(j.status, (byStatus.get(j.status) ?? 0) + 1);
+      const states = [...byStatus].map(([status, n]) => `${n} ${status}`).join(", ");
+      throw new Error(`not finished after ${timeoutMs / 1000} s${states ? ` (artifacts: ${states})` : " (no artifact recorded)"}`);
+    }
     await new Promise((r) => setTimeout(r, 250));
   }
 }
@@ -102,7 +109,11 @@ ${usage}`);
     return 1;
   }
   out(`Starting the local runtime (Azurite, Service Bus broker, Event Grid, functions host, ANY.RUN/MDE/Sentinel doubles)…`);
-  const runtime = await startLocalRuntime();
+  // The runtime's own logs (Event Grid retries and the like) go to stderr, so that stdout stays the
+  // human-readable outcome; below error level only with LOCAL_RUNTIME_VERBOSE.
+  const runtime = await startLocalRuntime({
+    logger: createLogger({ service: "local-runtime", level: process.env.LOCAL_RUNTIME_VERBOSE ? "info" : "error", sink: (_level, line) => void process.stderr.write(line + "\n") }),
+  });
   let stopping = false;
   let parked = false;
   // `on`, not `once`: a terminal's Ctrl-C reaches npm, tsx and this process, and tsx relays it

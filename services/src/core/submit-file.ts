@@ -1,3 +1,4 @@
+import { RetryLaterError } from "@connector/shared/errors";
 import type { EventGridEvent } from "@azure/functions";
 import { ApiError } from "@connector/shared/clients/http";
 import { parseBlobSubject, parseStagingBlobName, verifyHashes } from "@connector/shared/staging";
@@ -10,10 +11,8 @@ import { decideSubmission, ensureFirstPoll, outcomeUnknown, recordSubmitted } fr
 
 export type SubmitFileOutcome = "submitted" | "adopted" | "ignored" | "skipped" | "failed";
 
-/** Thrown to have Event Grid deliver the event again later (its retry schedule is the backoff). */
-export class RetryLaterError extends Error {
-  override name = "RetryLaterError";
-}
+// Thrown to have Event Grid deliver the event again later (its retry schedule is the backoff).
+export { RetryLaterError };
 
 /**
  * File submission, on BlobCreated for the staging container: match the blob to its collection

@@ -2,7 +2,7 @@ import type { EventGridEvent, InvocationContext } from "@azure/functions";
 import type { EventGridDeadLetterWriter } from "@connector/shared/eventgrid-dead-letters";
 import { functionTriggers, type FunctionName } from "@connector/shared/topology";
 import { createLogger, type Logger } from "@connector/shared/logger";
-import { InvalidInputError } from "@connector/shared/errors";
+import { InvalidInputError, RetryLaterError } from "@connector/shared/errors";
 
 /**
  * The one place where a handler's failure is logged before the host settles the message: the
@@ -15,11 +15,9 @@ export async function runLogged<T>(name: string, context: InvocationContext, wor
     return await work(logger);
   } catch (err) {
     const meta = context.triggerMetadata ?? {};
-    logger.error(err instanceof InvalidInputError ? "invalid input; it goes to the dead-letter store" : "handler failed; the delivery will be retried", {
-      error: err,
-      messageId: meta["messageId"],
-      deliveryCount: meta["deliveryCount"],
-    });
+    const fields = { error: err, messageId: meta["messageId"], deliveryCount: meta["deliveryCount"] };
+    if (err instanceof RetryLaterError) logger.info("not ready yet; the delivery will be retried", fields);
+    else logger.error(err instanceof InvalidInputError ? "invalid input; it goes to the dead-letter store" : "handler failed; the delivery will be retried", fields);
     throw err;
   }
 }
