@@ -1,8 +1,8 @@
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 // @ts-expect-error - plain ESM build script without type declarations
 import { buildFunctions } from "../build/build-functions.mjs";
 // @ts-expect-error - plain ESM build script without type declarations
@@ -24,6 +24,7 @@ describe("functions package build", () => {
       log: () => {},
     });
   }, 60_000);
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it("zips the bundle with host.json and package.json at the root", () => {
     const entries = readZip(readFileSync(first.zipPath));

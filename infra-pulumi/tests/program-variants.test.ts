@@ -1,8 +1,8 @@
 import * as pulumi from "@pulumi/pulumi";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FUNCTION_PRINCIPAL_ID, SUBSCRIPTION_ID, TENANT_ID, mocks, ofType, one, resolve, settle } from "./helpers/mocks.ts";
 
 /**
@@ -14,8 +14,11 @@ const SENTINEL_SUBSCRIPTION = "33333333-2222-4333-8444-555555555555";
 const WORKSPACE_ID = `/subscriptions/${SENTINEL_SUBSCRIPTION}/resourceGroups/rg-soc/providers/Microsoft.OperationalInsights/workspaces/law-soc`;
 let outputs: Record<string, unknown>;
 
+let dir: string;
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
 beforeAll(async () => {
-  const dir = mkdtempSync(path.join(tmpdir(), "infra-variant-"));
+  dir = mkdtempSync(path.join(tmpdir(), "infra-variant-"));
   const packagePath = path.join(dir, "functions.zip");
   writeFileSync(packagePath, "package");
   pulumi.runtime.setAllConfig(

@@ -1,8 +1,8 @@
 import * as pulumi from "@pulumi/pulumi";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { configSchema, parseConfig } from "../../shared/src/config.ts";
 import {
   allEventGridTopics,
@@ -58,8 +58,11 @@ let stackOutputs: Record<string, unknown>;
 let appSettings: Record<string, string>;
 let functionApp: RecordedResource;
 
+let dir: string;
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
 beforeAll(async () => {
-  const dir = mkdtempSync(path.join(tmpdir(), "infra-test-"));
+  dir = mkdtempSync(path.join(tmpdir(), "infra-test-"));
   const packagePath = path.join(dir, "functions.zip");
   writeFileSync(packagePath, "not really a zip, only hashed by the program");
   pulumi.runtime.setAllConfig(

@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
@@ -16,11 +16,16 @@ describe("Pulumi entry point", () => {
     const zip = path.join(dir, "functions.zip");
     writeFileSync(zip, "package");
     const projectDir = path.resolve(__dirname, "..");
-    const out = execFileSync(process.execPath, ["--import", "tsx", "tests/fixtures/load-like-pulumi.cjs", zip], {
-      cwd: projectDir,
-      encoding: "utf8",
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    let out: string;
+    try {
+      out = execFileSync(process.execPath, ["--import", "tsx", "tests/fixtures/load-like-pulumi.cjs", zip], {
+        cwd: projectDir,
+        encoding: "utf8",
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
     const summary = JSON.parse(out) as { types: Record<string, number> };
     expect(summary.types["azure-native:servicebus:Queue"]).toBe(allQueues().length);
     expect(summary.types["azure-native:servicebus:Topic"]).toBe(allTopics().length);

@@ -14,6 +14,9 @@ import { runPoisonCampaign } from "./poison.ts";
 import { crashProblems, faultsProblems } from "./expectations.ts";
 
 const out = (line: string) => process.stdout.write(line + "\n");
+const usage = "usage: npm run campaign -- [crash|faults|poison|all] [--incidents N] [--kills K] [--seed S]";
+
+class UsageError extends Error {}
 
 function parseArgs(argv: string[]): { which: string[]; incidents?: number; kills?: number; seed?: number } {
   const which: string[] = [];
@@ -22,16 +25,19 @@ function parseArgs(argv: string[]): { which: string[]; incidents?: number; kills
   let seed: number | undefined;
   const int = (name: string, v: string | undefined) => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < 0) throw new Error(`${name} needs a non-negative integer`);
+    if (v === undefined || v === "" || !Number.isInteger(n) || n < 0) throw new UsageError(`${name} needs a non-negative integer`);
     return n;
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === "--incidents") incidents = int(a, argv[++i]);
-    else if (a === "--kills") kills = int(a, argv[++i]);
-    else if (a === "--seed") seed = int(a, argv[++i]);
+  // Both `--incidents 20` and `--incidents=20`.
+  const split = argv.flatMap((a) => (/^--[a-z]+=/.test(a) ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)] : [a]));
+  for (let i = 0; i < split.length; i++) {
+    const a = split[i]!;
+    if (a === "--help" || a === "-h") throw new UsageError("");
+    if (a === "--incidents") incidents = int(a, split[++i]);
+    else if (a === "--kills") kills = int(a, split[++i]);
+    else if (a === "--seed") seed = int(a, split[++i]);
     else if (["crash", "faults", "poison", "all"].includes(a)) which.push(a);
-    else throw new Error(`unknown argument ${a}; usage: npm run campaign -- [crash|faults|poison|all] [--incidents N] [--kills K] [--seed S] (flags after "--", or as --incidents=N)`);
+    else throw new UsageError(`unknown argument ${a}`);
   }
   // `npm run campaign crash --incidents=20` (without `--`) hands the flag to npm, which passes it on as npm_config_incidents.
   const fromNpm = (name: string) => process.env[`npm_config_${name}`];
@@ -69,6 +75,10 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   (err: unknown) => {
+    if (err instanceof UsageError) {
+      process.stderr.write(`${err.message ? `${err.message}\n` : ""}${usage}\n`);
+      process.exit(err.message ? 2 : 0);
+    }
     process.stderr.write(`campaign failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exit(1);
   },

@@ -90,6 +90,15 @@ describe("extractArtifacts", () => {
     expect(artifacts.filter((a) => a.kind === "hash")).toHaveLength(1);
   });
 
+  it("falls back to the file's Host when its own device id is malformed", () => {
+    const { artifacts } = extractArtifacts([
+      { kind: "Host", properties: { hostName: "h1", additionalData: { MdatpDeviceId: "d".repeat(40) } } },
+      { kind: "File", properties: { fileName: "x.exe", directory: "C:\\t", additionalData: { MdatpDeviceId: "not-a-device" } } },
+      { kind: "FileHash", properties: { algorithm: "SHA256", hashValue: "e".repeat(64) } },
+    ]);
+    expect(artifacts).toEqual([expect.objectContaining({ kind: "file", deviceId: "d".repeat(40), hostName: "h1" })]);
+  });
+
   it("does not collect a file that comes without any hash unless told to", () => {
     const entities = [
       { kind: "File", properties: { fileName: "salaries.xlsx", directory: "C:\\Users\\bob\\Documents", additionalData: { MdatpDeviceId: "b".repeat(40) } } },

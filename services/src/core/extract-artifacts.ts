@@ -123,8 +123,9 @@ export function extractArtifacts(entities: readonly SentinelEntity[], options: E
     hashEntities.forEach((h) => usedHashEntities.add(h));
 
     const hostRef = resolvableId(str(file.properties["hostEntityId"]));
+    const ownDeviceId = str(additional(file)["MdatpDeviceId"])?.toLowerCase();
     const deviceId =
-      str(additional(file)["MdatpDeviceId"])?.toLowerCase() ??
+      (ownDeviceId && deviceIdPattern.test(ownDeviceId) ? ownDeviceId : undefined) ??
       hostDeviceId(hostRef ? byId.get(hostRef) : undefined) ??
       (hostsWithDevice.length === 1 ? hostDeviceId(hostsWithDevice[0]) : undefined);
     const fileName = str(file.properties["fileName"]);
