@@ -47,7 +47,7 @@ describe("campaigns", () => {
     expect(r.figures.liveResponses).toBe(r.figures.perArtifact.filter((a) => a.artifact.kind === "file").length);
     expect(r.figures.deadLetters).toEqual([]);
     expect(r.settled).toBe(true);
-  }, 420_000);
+  }, 720_000);
 
   it("faults: with 10 % 5xx / 429 / timeouts on every double, every incident ends enriched or with a failure comment, without duplicates or dead letters", async () => {
     const r = await runFaultsCampaign({ incidents: 40 });
@@ -65,7 +65,7 @@ describe("campaigns", () => {
     expectNoDuplicates(r.figures);
     expect(r.figures.deadLetters).toEqual([]);
     expect(r.settled).toBe(true);
-  }, 420_000);
+  }, 720_000);
 
   it("poison: malformed bodies and events end in dead letters with their reasons; after the fix, replay brings the others through to enrichment", async () => {
     const r = await runPoisonCampaign();

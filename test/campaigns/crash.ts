@@ -87,7 +87,8 @@ export async function runCrashCampaign(options: CrashOptions): Promise<CrashResu
 
     const finalAt = new Map<CampaignIncident, number>();
     const slowReport: string[] = [];
-    const unfinished = await waitUntilFinal(ctx, options.finalTimeoutMs ?? 180_000, 500, finalAt, {
+    // Long enough for one 12-hour step of Event Grid's retry schedule (216 s at this time scale).
+    const unfinished = await waitUntilFinal(ctx, options.finalTimeoutMs ?? 300_000, 500, finalAt, {
       afterMs: 15_000,
       report: (lines) => {
         slowReport.push(...lines.map((l) => `  still open 15 s after the kill phase (${new Date().toISOString().slice(11, 23)}): ${l}`));

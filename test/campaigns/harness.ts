@@ -254,11 +254,12 @@ export interface Settled {
 
 /**
  * After the last incident is final: waits (bounded) until no message is active or scheduled and
- * Event Grid has nothing pending, so that late duplicates would show in the counts. A BlobCreated
- * that failed while the host was down is retried on Event Grid's schedule (30 attempts, minutes
- * apart at full scale), so the bound leaves room for a late retry on a loaded machine.
+ * Event Grid has nothing pending, so that late duplicates would show in the counts. An event whose
+ * deliveries failed while the host was down is retried on Event Grid's own schedule, whose steps
+ * grow to 6 and 12 hours (108 s and 216 s at the campaigns' time scale of 0.005): the bound
+ * covers one such step after the last kill.
  */
-export async function settle(ctx: CampaignRuntime, maxMs = 90_000): Promise<Settled> {
+export async function settle(ctx: CampaignRuntime, maxMs = 240_000): Promise<Settled> {
   const deadline = Date.now() + maxMs;
   for (;;) {
     const a = brokerActivity(ctx.runtime);

@@ -3,7 +3,8 @@ import { Readable } from "node:stream";
 import { ApiError } from "@connector/shared/clients/http";
 import { handleAnalysisWatch } from "@connector/services/core/watch-analysis";
 import { handleSubmitUrl } from "@connector/services/core/submit-url";
-import { handleBlobCreated, RetryLaterError } from "@connector/services/core/submit-file";
+import { handleBlobCreated } from "@connector/services/core/submit-file";
+import { RetryLaterError } from "@connector/shared/errors";
 import { coreDeps, incident } from "./support/core-deps.ts";
 
 const urlArtifact = { kind: "url" as const, artifactId: "url-bbbbbbbbbbbbbbbbbbbbbbbb", url: "https://example.com/q" };

@@ -131,9 +131,10 @@ export function extractArtifacts(entities: readonly SentinelEntity[], options: E
     const fileName = str(file.properties["fileName"]);
     const directory = str(file.properties["directory"]);
 
-    if (fileName && directory && deviceId && deviceIdPattern.test(deviceId) && isEmpty(hashes) && !options.collectFilesWithoutHash) {
+    const collectable = fileName && directory && deviceId;
+    if (collectable && isEmpty(hashes) && !options.collectFilesWithoutHash) {
       ignored.push({ kind: "File", reason: "no hash to check the collected file against, so it is not collected (COLLECT_FILES_WITHOUT_HASH)" });
-    } else if (fileName && directory && deviceId && deviceIdPattern.test(deviceId)) {
+    } else if (collectable) {
       const host = hostsWithDevice.find((h) => hostDeviceId(h) === deviceId);
       const identity = `${deviceId}|${directory.toLowerCase()}|${fileName.toLowerCase()}|${hashKey(hashes)}`;
       const artifact: FileArtifact = {

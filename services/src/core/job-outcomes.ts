@@ -1,7 +1,6 @@
 import type { JobRecord } from "@connector/shared/job-store";
-import type { ArtifactCommand } from "@connector/shared/messages";
+import type { ArtifactCommand, IncidentRef } from "@connector/shared/messages";
 import { ApiError } from "@connector/shared/clients/http";
-import type { IncidentRef } from "@connector/shared/messages";
 import type { CoreDeps } from "./ports.ts";
 import { backoffSeconds, describeApiError } from "./backoff.ts";
 import { failureComment } from "./comments.ts";

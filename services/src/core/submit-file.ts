@@ -1,6 +1,7 @@
-import { RetryLaterError } from "@connector/shared/errors";
 import type { EventGridEvent } from "@azure/functions";
 import { ApiError } from "@connector/shared/clients/http";
+// Thrown to have Event Grid deliver the event again later (its retry schedule is the backoff).
+import { RetryLaterError } from "@connector/shared/errors";
 import { parseBlobSubject, parseStagingBlobName, verifyHashes } from "@connector/shared/staging";
 import { eventTypes } from "@connector/shared/topology";
 import type { JobRecord } from "@connector/shared/job-store";
@@ -11,8 +12,6 @@ import { decideSubmission, ensureFirstPoll, outcomeUnknown, recordSubmitted } fr
 
 export type SubmitFileOutcome = "submitted" | "adopted" | "ignored" | "skipped" | "failed";
 
-// Thrown to have Event Grid deliver the event again later (its retry schedule is the backoff).
-export { RetryLaterError };
 
 /**
  * File submission, on BlobCreated for the staging container: match the blob to its collection
