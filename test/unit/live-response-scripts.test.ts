@@ -40,6 +40,15 @@ describe("collection scripts", () => {
     expect(ps1).toMatch(/MpCmdRun/);
   });
 
+  it("accept only local paths: a drive path on Windows (no UNC or device path), no dot segments", () => {
+    const check = /if \(\$originalPath -notmatch '([^']+)'/.exec(code(ps1))![1]!;
+    expect(check).toBe("^[A-Za-z]:\\\\");
+    expect(new RegExp(check).test("\\\\evil-host\\share\\a.exe")).toBe(false);
+    expect(new RegExp(check).test("C:\\Users\\a.exe")).toBe(true);
+    expect(code(ps1)).toContain("original path has dot segments");
+    expect(code(sh)).toContain('*/../*|*/./*) finish bad_args "original path has dot segments"');
+  });
+
   it("bash script parses (bash -n)", () => {
     const check = spawnSync("bash", ["-n", join(defaultScriptsDir, "anyrun-collect.sh")], { encoding: "utf8" });
     expect(check.stderr).toBe("");
