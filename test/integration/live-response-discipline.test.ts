@@ -156,6 +156,7 @@ async function harness(mde: MdeDouble, options: { limits?: Partial<LiveResponseL
       putComment: async (ref, _id, message) => {
         comments.push({ incidentId: ref.incidentId, message });
       },
+      listCommentIds: unused,
       addLabels: unused,
     },
     threatIntel: { uploadStixObjects: unused },
@@ -406,6 +407,20 @@ describe("devices we must not or cannot use", () => {
     const record = await job(x.incident.incidentId, x.artifact.artifactId);
     expect(record.failure).toMatch(/^The file could not be collected from the endpoint: the script reported not_found.*exit code 3\.$/);
     expect(h.comments.map((c) => c.message).join("\n")).toContain("the script reported not_found");
+    expect(await h.limits.deviceLease(device)).toBeUndefined();
+  });
+
+  it("refuses a network path before it costs a session or a start call", async () => {
+    const h = await harness(fast);
+    const device = windowsDevice(fast);
+    const x = await fileJob(fast, device, "a.exe");
+    const unc: ArtifactCommand = { ...x.command, artifact: { ...x.artifact, directory: "\\\\evil-host\\share" } };
+    await jobStore.update(x.incident.incidentId, x.artifact.artifactId, { artifact: unc.artifact });
+    expect(await handleCollectFile(unc, h.deps)).toBe("failed");
+    const record = await job(x.incident.incidentId, x.artifact.artifactId);
+    expect(record.failure).toMatch(/^The file cannot be collected: originalPath must be a local drive path/);
+    expect(fast.startCalls().filter((c) => c.machineId === device)).toEqual([]);
+    expect(await h.limits.usage()).toEqual({ sessions: [], starts: 0 });
     expect(await h.limits.deviceLease(device)).toBeUndefined();
   });
 

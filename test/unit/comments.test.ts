@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { commentLimit, escapeHtml, failureComment, resultComment, startedComment } from "@connector/services/core/comments";
+import { commentLimit, escapeHtml, failureComment, noArtifactsComment, resultComment, startedComment } from "@connector/services/core/comments";
 import type { FileArtifact, UrlArtifact } from "@connector/shared/messages";
 
 const file: FileArtifact = {
@@ -63,6 +63,19 @@ describe("comments", () => {
 
   it("says why an analysis failed", () => {
     expect(failureComment(file, "The device is Inactive.")).toContain("The device is Inactive.");
+  });
+
+  it("sums up ignored entities by reason, and keeps even thousands of them within the limit", () => {
+    const ignored = [
+      ...Array.from({ length: 300 }, () => ({ kind: "File", reason: "no hash to check the collected file against" })),
+      { kind: "Url", reason: "not an http(s) URL" },
+    ];
+    expect(noArtifactsComment(ignored)).toBe(
+      "<p><b>ANY.RUN Sandbox:</b> this incident has no URL or file the sandbox can analyse. Ignored: File (no hash to check the collected file against) ×300, Url (not an http(s) URL).</p>",
+    );
+    const many = Array.from({ length: 2000 }, (_, i) => ({ kind: "Url", reason: `not an http(s) URL: ftp://host${i}.example/${"x".repeat(20)}` }));
+    expect(noArtifactsComment(many).length).toBeLessThanOrEqual(commentLimit);
+    expect(startedComment([], many).length).toBeLessThanOrEqual(commentLimit);
   });
 
   it("cuts an overlong comment before a tag or character reference, never through one", () => {

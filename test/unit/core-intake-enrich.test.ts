@@ -14,20 +14,31 @@ function intakeDeps(ctx: ReturnType<typeof coreDeps>) {
 }
 
 describe("intake", () => {
-  it("analyses at most MAX_ARTIFACTS_PER_INCIDENT artifacts and says which were left out", async () => {
+  it("analyses at most MAX_ARTIFACTS_PER_INCIDENT artifacts per incident, files first, and names the ones left out", async () => {
     const ctx = coreDeps();
+    const policy = { maxArtifactsPerIncident: 3, collectFilesWithoutHash: false };
     const urls = Array.from({ length: 7 }, (_, i) => ({ kind: "Url", properties: { url: `https://bulk.example/${i}` } }));
-    const body = { ...trigger, object: { ...trigger.object, properties: { ...trigger.object.properties, relatedEntities: urls } } };
-    const result = await handleIncidentTrigger(body, { ...intakeDeps(ctx), policy: { maxArtifactsPerIncident: 3, collectFilesWithoutHash: false } });
+    const device = "d".repeat(40);
+    const file = { kind: "File", properties: { fileName: "dropper.exe", directory: "C:\\Users\\a", additionalData: { MdatpDeviceId: device } } };
+    const hash = { kind: "FileHash", properties: { algorithm: "SHA256", hashValue: "e".repeat(64) } };
+    const withEntities = (entities: unknown[]) => ({ ...trigger, object: { ...trigger.object, properties: { ...trigger.object.properties, relatedEntities: entities } } });
+    const result = await handleIncidentTrigger(withEntities([...urls, file, hash]), { ...intakeDeps(ctx), policy });
     expect(result.published).toHaveLength(3);
-    const started = [...ctx.recorded.comments.values()].at(-1)!;
+    const jobs = await ctx.deps.jobs.listByIncident(trigger.object.name);
+    // The detected file is never crowded out by links.
+    expect(jobs.map((j) => j.artifact.kind).sort()).toEqual(["file", "url", "url"]);
+    const started = ctx.recorded.comments.get(commentIds.started(trigger.object.name))!;
     expect(started).toContain("analysis started</b> for 3 artifact(s)");
-    expect(started).toContain("https://bulk.example/2");
-    expect(started).not.toContain("https://bulk.example/3");
-    expect(started.match(/over the limit of 3 analysed artifacts per incident/g)).toHaveLength(4);
+    expect(started).toContain("<code>dropper.exe</code>");
+    expect(started).toContain("over the limit of 3 analysed artifacts per incident");
+    for (const i of [2, 3, 4, 5, 6]) expect(started).toContain(`https://bulk.example/${i}`);
     // A redelivery keeps the same three.
-    const again = await handleIncidentTrigger(body, { ...intakeDeps(ctx), policy: { maxArtifactsPerIncident: 3, collectFilesWithoutHash: false } });
+    const again = await handleIncidentTrigger(withEntities([...urls, file, hash]), { ...intakeDeps(ctx), policy });
     expect([...again.published, ...again.alreadyKnown].sort()).toEqual([...result.published].sort());
+    // An update with new entities does not get a fresh budget.
+    const update = await handleIncidentTrigger({ ...withEntities([{ kind: "Url", properties: { url: "https://new.example/" } }]), objectEventType: "Update" }, { ...intakeDeps(ctx), policy });
+    expect(update.published).toEqual([]);
+    expect(await ctx.deps.jobs.listByIncident(trigger.object.name)).toHaveLength(3);
   });
 
   it("records one job per artifact, publishes one command and posts the started comment", async () => {
@@ -156,15 +167,25 @@ describe("enrichment", () => {
     expect(ctx.recorded.comments.size).toBe(1);
   });
 
-  it("still labels the incident and uploads indicators when Sentinel refuses the comment (400: 100 comments), and retries other failures", async () => {
+  it("still labels the incident and uploads indicators when the incident holds 100 comments, and retries other failures", async () => {
     const ctx = coreDeps({ iocs });
     await submittedJob(ctx);
+    // 100 comments already (analysts'), and Sentinel refuses a new one with a 400.
+    for (let i = 0; i < 100; i++) ctx.recorded.comments.set(`analyst-${i}`, "note");
     ctx.deps.incidents.putComment = async () => {
       throw new ApiError("sentinel", "putComment", 400, "An incident can have at most 100 comments.", "BadRequest");
     };
     expect(await handleAnalysisCompleted(event(), ctx.deps)).toMatchObject({ outcome: "enriched", indicators: 2 });
     expect(ctx.recorded.labels).toEqual(["ANY.RUN: Malicious activity", "trojan"]);
     expect(ctx.recorded.uploads).toHaveLength(1);
+
+    // Any other 400 (a wrong API version, a bad body) is not swallowed: it is retried and surfaces.
+    const wrong = coreDeps({ iocs });
+    await submittedJob(wrong);
+    wrong.deps.incidents.putComment = async () => {
+      throw new ApiError("sentinel", "putComment", 400, "The api-version is invalid.", "InvalidApiVersionParameter");
+    };
+    await expect(handleAnalysisCompleted(event(), wrong.deps)).rejects.toMatchObject({ status: 400 });
 
     const busy = coreDeps({ iocs });
     await submittedJob(busy);

@@ -26,6 +26,7 @@ export function createIncidentPort(sentinel: SentinelClient): IncidentPort {
   return {
     listEntities: (ref) => notFound(ref, async () => (await sentinel.listEntities(ref)).entities),
     putComment: (ref, id, message) => notFound(ref, () => sentinel.putComment(ref, id, message)),
+    listCommentIds: (ref) => notFound(ref, async () => (await sentinel.listComments(ref)).map((c) => c.name ?? "")),
     addLabels: (ref, labels) => notFound(ref, () => sentinel.addLabels(ref, labels)),
   };
 }

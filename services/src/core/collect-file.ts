@@ -6,7 +6,7 @@ import { InvalidInputError } from "@connector/shared/errors";
 import { ConcurrentUpdateError, type JobRecord } from "@connector/shared/job-store";
 import type { Logger } from "@connector/shared/logger";
 import { newStagingBlobName } from "@connector/shared/staging";
-import { CollectArgsError, encodeCollectArgs, type CollectOs } from "@connector/shared/live-response/args";
+import { assertLocalPath, CollectArgsError, encodeCollectArgs, type CollectOs } from "@connector/shared/live-response/args";
 import { collectComment, leaseHolderOf } from "@connector/shared/live-response/ownership";
 import { sandboxEnvironmentFor } from "@connector/shared/anyrun/options";
 import type { MachineInfo } from "./ports.ts";
@@ -148,6 +148,16 @@ async function start(
   if (machine.healthStatus && machine.healthStatus !== "Active") {
     await failJob(deps, job, `The device ${machine.computerDnsName ?? artifact.deviceId} is ${machine.healthStatus}: Live Response cannot reach it.`);
     if (resumed) await releaseLeases(deps, job);
+    return "failed";
+  }
+
+  // A path the script must refuse is refused here, before it costs a session or a start call.
+  try {
+    assertLocalPath(originalPath(artifact, collectOsFor(machine)), collectOsFor(machine));
+  } catch (err) {
+    if (!(err instanceof CollectArgsError)) throw err;
+    if (resumed) await releaseLeases(deps, job);
+    await failJob(deps, job, `The file cannot be collected: ${err.message}.`);
     return "failed";
   }
 

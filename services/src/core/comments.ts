@@ -33,7 +33,11 @@ export function describeArtifact(a: Artifact): string {
   }
 }
 
-export function startedComment(artifacts: readonly Artifact[], ignored: readonly { kind: string; reason: string }[]): string {
+export function startedComment(
+  artifacts: readonly Artifact[],
+  ignored: readonly { kind: string; reason: string }[],
+  limit?: { max: number; artifacts: readonly Artifact[] },
+): string {
   const analysed = artifacts.filter((a) => a.kind !== "hash");
   const hashOnly = artifacts.filter((a): a is HashOnlyArtifact => a.kind === "hash");
   const parts = [`<p><b>ANY.RUN Sandbox: analysis started</b> for ${analysed.length} artifact(s).</p>`];
@@ -45,13 +49,32 @@ export function startedComment(artifacts: readonly Artifact[], ignored: readonly
         .join("")}</ul>`,
     );
   }
-  if (ignored.length) parts.push(`<p>Ignored entities: ${ignored.map((i) => `${escapeHtml(i.kind)} (${escapeHtml(i.reason)})`).join(", ")}</p>`);
+  if (limit?.artifacts.length) {
+    parts.push(
+      `<p>Not analysed: over the limit of ${limit.max} analysed artifacts per incident (MAX_ARTIFACTS_PER_INCIDENT):</p><ul>${limit.artifacts
+        .map((a) => `<li>${describeArtifact(a)}</li>`)
+        .join("")}</ul>`,
+    );
+  }
+  if (ignored.length) parts.push(`<p>Ignored entities: ${ignoredText(ignored)}</p>`);
   return fit(parts.join(""));
 }
 
 export function noArtifactsComment(ignored: readonly { kind: string; reason: string }[]): string {
-  const detail = ignored.length ? ` Ignored: ${ignored.map((i) => `${escapeHtml(i.kind)} (${escapeHtml(i.reason)})`).join(", ")}.` : "";
-  return `<p><b>ANY.RUN Sandbox:</b> this incident has no URL or file the sandbox can analyse.${detail}</p>`;
+  const detail = ignored.length ? ` Ignored: ${ignoredText(ignored)}.` : "";
+  return fit(`<p><b>ANY.RUN Sandbox:</b> this incident has no URL or file the sandbox can analyse.${detail}</p>`);
+}
+
+/** "File (reason) ×300, Url (reason)": one entry per kind and reason, however many entities share it. */
+function ignoredText(ignored: readonly { kind: string; reason: string }[]): string {
+  const counts = new Map<string, { kind: string; reason: string; n: number }>();
+  for (const i of ignored) {
+    const key = `${i.kind}\u0000${i.reason}`;
+    const entry = counts.get(key) ?? { ...i, n: 0 };
+    entry.n++;
+    counts.set(key, entry);
+  }
+  return [...counts.values()].map((c) => `${escapeHtml(c.kind)} (${escapeHtml(c.reason)})${c.n > 1 ? ` ×${c.n}` : ""}`).join(", ");
 }
 
 export interface IocRow {

@@ -4,8 +4,8 @@ import type { JobStore } from "@connector/shared/job-store";
 import type { Logger } from "@connector/shared/logger";
 import { uuidV5 } from "@connector/shared/ids";
 import type { Bus } from "@connector/shared/bus";
-import type { IntakePolicy } from "./ports.ts";
-import { extractArtifacts, type Extraction } from "./extract-artifacts.ts";
+import type { IncidentPort, IntakePolicy } from "./ports.ts";
+import { extractArtifacts } from "./extract-artifacts.ts";
 import type { Artifact } from "@connector/shared/messages";
 import { noArtifactsComment, startedComment } from "./comments.ts";
 import { postComment } from "./job-outcomes.ts";
@@ -13,10 +13,7 @@ import { postComment } from "./job-outcomes.ts";
 export interface IntakeDeps {
   jobs: JobStore;
   bus: Pick<Bus, "sendArtifactCommand">;
-  sentinel: {
-    listEntities(ref: IncidentRef): Promise<readonly unknown[]>;
-    putComment(ref: IncidentRef, commentId: string, message: string): Promise<unknown>;
-  };
+  sentinel: Pick<IncidentPort, "listEntities" | "putComment" | "listCommentIds">;
   policy: IntakePolicy;
   logger: Logger;
 }
@@ -59,7 +56,9 @@ export async function handleIncidentTrigger(body: unknown, deps: IntakeDeps): Pr
     extraction = extractArtifacts(entities, extractOptions);
     entitiesFrom = "api";
   }
-  extraction = capArtifacts(extraction, deps.policy.maxArtifactsPerIncident);
+  const recorded = new Set((await deps.jobs.listByIncident(incident.incidentId)).filter((j) => j.artifact.kind !== "hash").map((j) => j.artifactId));
+  const { admitted, overLimit } = admitArtifacts(extraction.artifacts, recorded, deps.policy.maxArtifactsPerIncident);
+  extraction = { ...extraction, artifacts: admitted };
 
   const result: IntakeResult = { incidentId: incident.incidentId, published: [], notCollectable: [], alreadyKnown: [], entitiesFrom };
   for (const artifact of extraction.artifacts) {
@@ -86,7 +85,8 @@ export async function handleIncidentTrigger(body: unknown, deps: IntakeDeps): Pr
   if (extraction.artifacts.length === 0) {
     await postComment(commenter, incident, commentIds.started(incident.incidentId), noArtifactsComment(extraction.ignored));
   } else {
-    await postComment(commenter, incident, commentIds.started(incident.incidentId), startedComment(extraction.artifacts, extraction.ignored));
+    const limit = overLimit.length ? { max: deps.policy.maxArtifactsPerIncident, artifacts: overLimit } : undefined;
+    await postComment(commenter, incident, commentIds.started(incident.incidentId), startedComment(extraction.artifacts, extraction.ignored, limit));
   }
   log.info("incident taken in", {
     event: trigger.eventType,
@@ -99,16 +99,22 @@ export async function handleIncidentTrigger(body: unknown, deps: IntakeDeps): Pr
 }
 
 /**
- * Keeps the first `max` analysable artifacts (in entity order, so a redelivery keeps the same
- * ones); the others are reported as not analysed. Hash-only artifacts cost nothing and stay.
+ * At most `max` analysed artifacts per incident, over all its triggers (an update brings new
+ * entities): those already recorded for the incident always stay and count; then files (the
+ * detected samples) before URLs, each in entity order, so a redelivery admits the same ones.
+ * Hash-only artifacts cost nothing and always stay.
  */
-function capArtifacts(extraction: Extraction, max: number): Extraction {
-  let analysable = 0;
-  const artifacts: Artifact[] = [];
-  const over: Extraction["ignored"] = [];
-  for (const artifact of extraction.artifacts) {
-    if (artifact.kind !== "hash" && ++analysable > max) over.push({ kind: artifact.kind === "url" ? "Url" : "File", reason: `over the limit of ${max} analysed artifacts per incident` });
-    else artifacts.push(artifact);
+export function admitArtifacts(artifacts: readonly Artifact[], recorded: ReadonlySet<string>, max: number): { admitted: Artifact[]; overLimit: Artifact[] } {
+  const fresh = artifacts.filter((a) => a.kind !== "hash" && !recorded.has(a.artifactId));
+  const byPriority = [...fresh.filter((a) => a.kind === "file"), ...fresh.filter((a) => a.kind === "url")];
+  let room = Math.max(0, max - recorded.size);
+  const admittedFresh = new Set<string>();
+  const overLimit: Artifact[] = [];
+  for (const a of byPriority) {
+    if (room > 0) {
+      admittedFresh.add(a.artifactId);
+      room--;
+    } else overLimit.push(a);
   }
-  return { artifacts, ignored: [...extraction.ignored, ...over] };
+  return { admitted: artifacts.filter((a) => a.kind === "hash" || recorded.has(a.artifactId) || admittedFresh.has(a.artifactId)), overLimit };
 }

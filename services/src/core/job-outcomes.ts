@@ -1,19 +1,21 @@
 import type { JobRecord } from "@connector/shared/job-store";
 import type { ArtifactCommand, IncidentRef } from "@connector/shared/messages";
 import { ApiError } from "@connector/shared/clients/http";
+import { maxCommentsPerIncident } from "@connector/shared/clients/sentinel";
 import type { CoreDeps } from "./ports.ts";
 import { backoffSeconds, describeApiError } from "./backoff.ts";
 import { failureComment } from "./comments.ts";
 import { commentIds } from "./intake.ts";
 
 /**
- * Posts (or updates) one of our comments. Sentinel refusing it with a 400 (an incident holds at most
- * 100 comments, an analyst's included) will not change on a retry: that is logged and the rest of
- * the work goes on, so labels and indicators are not lost with the comment. Returns whether it
- * was posted; any other failure is thrown to be retried.
+ * Posts (or updates) one of our comments. An incident holds at most 100 comments, an analyst's
+ * included; a new one past that is refused with 400, which no retry will change: then the rest of
+ * the work goes on without it (labels and indicators are not lost with the comment). Any other
+ * failure, another 400 included (a wrong API version, a bad body), is thrown: retried, and in
+ * the end dead-lettered where an operator sees it. Returns whether the comment was written.
  */
 export async function postComment(
-  deps: { incidents: Pick<CoreDeps["incidents"], "putComment">; logger: CoreDeps["logger"] },
+  deps: { incidents: Pick<CoreDeps["incidents"], "putComment" | "listCommentIds">; logger: CoreDeps["logger"] },
   ref: IncidentRef,
   commentId: string,
   html: string,
@@ -23,7 +25,9 @@ export async function postComment(
     return true;
   } catch (err) {
     if (!(err instanceof ApiError) || err.status !== 400) throw err;
-    deps.logger.warn("Sentinel refused the comment; going on without it", { incidentId: ref.incidentId, commentId, error: err.message });
+    const ids = await deps.incidents.listCommentIds(ref);
+    if (ids.length < maxCommentsPerIncident || ids.includes(commentId)) throw err;
+    deps.logger.warn("the incident holds the most comments Sentinel allows; going on without this one", { incidentId: ref.incidentId, commentId, comments: ids.length });
     return false;
   }
 }

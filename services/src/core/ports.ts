@@ -47,6 +47,8 @@ export type MachineInfo = Machine;
 export interface IncidentPort {
   listEntities(ref: IncidentRef): Promise<readonly unknown[]>;
   putComment(ref: IncidentRef, commentId: string, message: string): Promise<unknown>;
+  /** Ids (names) of the incident's comments. */
+  listCommentIds(ref: IncidentRef): Promise<string[]>;
   addLabels(ref: IncidentRef, labels: string[]): Promise<unknown>;
 }
 

@@ -91,6 +91,8 @@ export interface SentinelClient {
 
 /** Comment size limit (sentinel-service-limits). */
 export const maxCommentLength = 30_000;
+/** Comments an incident can hold (sentinel-service-limits); a new one past it is refused with 400. */
+export const maxCommentsPerIncident = 100;
 
 const incidentPath =
   "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.OperationalInsights/workspaces/{workspaceName}/providers/Microsoft.SecurityInsights/incidents/{incidentId}" as const;

@@ -86,9 +86,9 @@ function checkText(value: string, name: string): void {
  * which would make the script reach out, as SYSTEM, to a host the incident names), an absolute path
  * elsewhere; no `.` or `..` segments.
  */
-function checkLocalPath(path: string, os: CollectOs): void {
-  const local = os === "windows" ? /^[A-Za-z]:\\/.test(path) : path.startsWith("/") && !path.startsWith("//");
-  if (!local) throw new CollectArgsError(os === "windows" ? "originalPath must be a local drive path (C:\\…), not a network or device path" : "originalPath must be an absolute local path");
+export function assertLocalPath(path: string, os: CollectOs): void {
+  const local = os === "windows" ? /^[A-Za-z]:\\/.test(path) && !path.includes('"') : path.startsWith("/") && !path.startsWith("//");
+  if (!local) throw new CollectArgsError(os === "windows" ? "originalPath must be a local drive path (C:\\…) without quotes, not a network or device path" : "originalPath must be an absolute local path");
   if (path.split(/[\\/]/).some((segment) => segment === ".." || segment === ".")) throw new CollectArgsError("originalPath must not contain . or .. segments");
 }
 
@@ -106,7 +106,7 @@ export function encodeCollectArgs(args: CollectArgs): string {
   checkText(args.originalPath, "originalPath");
   checkText(args.fileName, "fileName");
   if (/[/\\]/.test(args.fileName)) throw new CollectArgsError("fileName must not contain a path separator");
-  checkLocalPath(args.originalPath, args.os);
+  assertLocalPath(args.originalPath, args.os);
   const fields = [
     collectArgsVersion,
     args.os,
@@ -139,7 +139,7 @@ export function decodeCollectArgs(envelope: string): CollectArgs {
   checkUrl(decoded.uploadUrl);
   checkText(decoded.originalPath, "originalPath");
   checkText(decoded.fileName, "fileName");
-  checkLocalPath(decoded.originalPath, decoded.os);
+  assertLocalPath(decoded.originalPath, decoded.os);
   const h256 = checkHash("sha256", sha256);
   const h1 = checkHash("sha1", sha1);
   const h5 = checkHash("md5", md5);

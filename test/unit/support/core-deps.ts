@@ -93,6 +93,7 @@ export function coreDeps(sandbox: Partial<FakeSandbox> = {}) {
     incidents: {
       listEntities: async () => [],
       putComment: async (_ref, id, message) => void recorded.comments.set(id, message),
+      listCommentIds: async () => [...recorded.comments.keys()],
       addLabels: async (_ref, labels) => {
         for (const l of labels) if (!recorded.labels.some((x) => x.toLowerCase() === l.toLowerCase())) recorded.labels.push(l);
         return recorded.labels;
