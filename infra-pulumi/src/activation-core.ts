@@ -52,42 +52,51 @@ export async function activateFunctionApp(request: ActivationRequest, deps: Acti
   const resyncMs = request.resyncMs ?? 60_000;
   const base = `${request.armBaseUrl.replace(/\/$/, "")}${request.appId}`;
 
-  async function arm(method: "GET" | "POST", action: string, okStatuses: readonly number[]): Promise<Response> {
-    const response = await fetchImpl(`${base}${action}?api-version=${apiVersion}`, {
+  const call = async (method: "GET" | "POST", action: string): Promise<Response> =>
+    fetchImpl(`${base}${action}?api-version=${apiVersion}`, {
       method,
       headers: { Authorization: `Bearer ${await deps.getToken()}`, "Content-Type": "application/json" },
       ...(method === "POST" ? { body: "{}" } : {}),
     });
-    if (!okStatuses.includes(response.status)) {
-      const text = (await response.text()).slice(0, 300);
-      throw new Error(`ARM ${method} ${action || "/"} on the Function App answered ${response.status}: ${text}`);
-    }
-    return response;
-  }
-
-  async function listFunctions(): Promise<string[]> {
-    const response = await arm("GET", "/functions", [200]);
-    const body = (await response.json()) as { value?: { name?: string; properties?: { name?: string } }[] };
-    // ARM names a function `<app>/<function>`; properties.name is the bare name.
-    return (body.value ?? []).map((f) => f.properties?.name ?? f.name?.split("/").pop() ?? "").filter(Boolean);
-  }
-
-  await arm("POST", "/restart", [200, 204]);
-  let syncCalls = 0;
-  const sync = async () => {
-    // 200/204 done; 202 accepted. A host still starting can answer 400 or 5xx: the next round retries.
-    const response = await fetchImpl(`${base}/syncfunctiontriggers?api-version=${apiVersion}`, {
-      method: "POST",
-      headers: { Authorization: `Bearer ${await deps.getToken()}`, "Content-Type": "application/json" },
-      body: "{}",
-    });
-    syncCalls++;
-    if (response.status === 401 || response.status === 403) {
-      throw new Error(`ARM refused syncfunctiontriggers (${response.status}): the deploying identity needs Website Contributor or Contributor on the Function App`);
-    }
+  const refused = (action: string, response: Response) =>
+    new Error(`ARM refused ${action} on the Function App (${response.status}): the deploying identity needs Website Contributor or Contributor on it`);
+  let lastProblem = "";
+  const note = async (action: string, response: Response) => {
+    lastProblem = `${action} answered ${response.status}: ${(await response.text()).slice(0, 200)}`;
   };
 
   const started = now();
+  const timedOut = () => now() - started >= timeoutMs;
+
+  // A host that is still starting answers 400/409/429/5xx for a while: every step retries until the deadline.
+  for (;;) {
+    const response = await call("POST", "/restart");
+    if (response.status === 200 || response.status === 204) break;
+    if (response.status === 401 || response.status === 403) throw refused("restart", response);
+    await note("restart", response);
+    if (timedOut()) throw new Error(`The Function App could not be restarted within ${Math.round(timeoutMs / 1000)} s (${lastProblem})`);
+    await sleep(pollMs);
+  }
+
+  let syncCalls = 0;
+  const sync = async () => {
+    const response = await call("POST", "/syncfunctiontriggers");
+    syncCalls++;
+    if (response.status === 401 || response.status === 403) throw refused("syncfunctiontriggers", response);
+    if (response.status >= 300) await note("syncfunctiontriggers", response);
+  };
+  const listFunctions = async (): Promise<string[] | undefined> => {
+    const response = await call("GET", "/functions");
+    if (response.status === 401 || response.status === 403) throw refused("the function listing", response);
+    if (response.status !== 200) {
+      await note("the function listing", response);
+      return undefined;
+    }
+    const body = (await response.json()) as { value?: { name?: string; properties?: { name?: string } }[] };
+    // ARM names a function `<app>/<function>`; properties.name is the bare name.
+    return (body.value ?? []).map((f) => f.properties?.name ?? f.name?.split("/").pop() ?? "").filter(Boolean);
+  };
+
   let lastSync = Number.NEGATIVE_INFINITY;
   let listed: string[] = [];
   for (;;) {
@@ -95,13 +104,13 @@ export async function activateFunctionApp(request: ActivationRequest, deps: Acti
       await sync();
       lastSync = now();
     }
-    listed = await listFunctions();
+    listed = (await listFunctions()) ?? listed;
     const missing = request.expectedFunctions.filter((name) => !listed.includes(name));
     if (missing.length === 0) return { functions: listed, syncCalls };
-    if (now() - started >= timeoutMs) {
+    if (timedOut()) {
       throw new Error(
         `The Function App did not list ${missing.join(", ")} within ${Math.round(timeoutMs / 1000)} s after restart and trigger sync ` +
-          `(listed: ${listed.join(", ") || "none"}). Check the host's logs in Application Insights (package readable? settings valid?), then run pulumi up again.`,
+          `(listed: ${listed.join(", ") || "none"}${lastProblem ? `; last: ${lastProblem}` : ""}). Check the host's logs in Application Insights (package readable? settings valid?), then run pulumi up again.`,
       );
     }
     await sleep(pollMs);

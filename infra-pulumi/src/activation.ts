@@ -8,6 +8,11 @@ export interface FunctionAppActivationArgs {
   settingsSha256: pulumi.Input<string>;
   expectedFunctions: pulumi.Input<string[]>;
   armBaseUrl: pulumi.Input<string>;
+  /** The stack's tenant: the token is never taken from the az CLI's current tenant. */
+  tenantId: pulumi.Input<string>;
+  /** The stack's service-principal login (`azure-native:clientId` / `clientSecret`), when it has one. */
+  clientId?: pulumi.Input<string>;
+  clientSecret?: pulumi.Input<string>;
 }
 
 interface ActivationInputs {
@@ -16,13 +21,23 @@ interface ActivationInputs {
   settingsSha256: string;
   expectedFunctions: string[];
   armBaseUrl: string;
+  tenantId: string;
+  clientId?: string;
+  clientSecret?: string;
 }
 
 async function activate(inputs: ActivationInputs): Promise<Record<string, unknown>> {
-  // Loaded here, in the provider process: the deploying identity (az login, environment, OIDC).
+  // Loaded here, in the provider process. The same login as the stack's providers: its service
+  // principal (stack config, or the ARM_* variables azure-native reads), else az login / AZURE_*
+  // / workload identity, always in the stack's tenant.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { DefaultAzureCredential } = require("@azure/identity") as typeof import("@azure/identity");
-  const credential = new DefaultAzureCredential();
+  const identity = require("@azure/identity") as typeof import("@azure/identity");
+  const clientId = inputs.clientId ?? process.env["ARM_CLIENT_ID"];
+  const clientSecret = inputs.clientSecret ?? process.env["ARM_CLIENT_SECRET"];
+  const credential =
+    clientId && clientSecret
+      ? new identity.ClientSecretCredential(inputs.tenantId, clientId, clientSecret)
+      : new identity.DefaultAzureCredential({ tenantId: inputs.tenantId });
   const scope = `${inputs.armBaseUrl.replace(/\/$/, "")}/.default`;
   const result = await activateFunctionApp(
     { appId: inputs.appId, expectedFunctions: inputs.expectedFunctions, armBaseUrl: inputs.armBaseUrl },
@@ -34,7 +49,8 @@ async function activate(inputs: ActivationInputs): Promise<Record<string, unknow
       },
     },
   );
-  return { ...inputs, functions: result.functions, activatedAt: new Date().toISOString() };
+  const { clientSecret: _secret, ...kept } = inputs;
+  return { ...kept, functions: result.functions, activatedAt: new Date().toISOString() };
 }
 
 const provider: pulumi.dynamic.ResourceProvider = {
@@ -42,7 +58,7 @@ const provider: pulumi.dynamic.ResourceProvider = {
     return { id: `${inputs.appId}/activation`, outs: await activate(inputs) };
   },
   async diff(_id: string, olds: ActivationInputs, news: ActivationInputs) {
-    const keys = ["appId", "packageSha256", "settingsSha256", "expectedFunctions", "armBaseUrl"] as const;
+    const keys = ["appId", "packageSha256", "settingsSha256", "expectedFunctions", "armBaseUrl", "tenantId"] as const;
     const changed = keys.filter((k) => JSON.stringify(olds[k]) !== JSON.stringify(news[k]));
     return { changes: changed.length > 0, replaces: changed.includes("appId") ? ["appId"] : [] };
   },

@@ -44,6 +44,14 @@ function providerAuthFromConfig(): Partial<azure.ProviderArgs> {
   return auth as Partial<azure.ProviderArgs>;
 }
 
+/** The stack's service-principal login, for the activation step's own ARM calls. */
+function stackLogin(): { clientId?: string; clientSecret?: pulumi.Output<string> } {
+  const config = new pulumi.Config("azure-native");
+  const clientId = config.get("clientId");
+  const clientSecret = config.getSecret("clientSecret");
+  return { ...(clientId ? { clientId } : {}), ...(clientSecret ? { clientSecret } : {}) };
+}
+
 /** Declares one tenant's connector. */
 export function createConnector(settings: ConnectorSettings) {
   const names = resourceNames(settings.tenantSlug, settings.subscriptionId);
@@ -140,6 +148,8 @@ export function createConnector(settings: ConnectorSettings) {
       ),
       expectedFunctions: Object.keys(functionTriggers),
       armBaseUrl: settings.appSettings["ARM_BASE_URL"] ?? String(configSchema.shape.ARM_BASE_URL.parse(undefined)),
+      tenantId: settings.tenantId,
+      ...stackLogin(),
     },
     { dependsOn: [storage.packageBlob, functionApp.hostStorageRole, ...access.assignments, ...defender.functionAppRoleAssignments] },
   );

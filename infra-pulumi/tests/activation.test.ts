@@ -23,9 +23,11 @@ afterEach(async () => {
   server = undefined;
 });
 
-async function startArm(behaviour: { listAfterSyncs: number; syncStatus?: number; listed?: string[] }) {
+async function startArm(behaviour: { listAfterSyncs: number; syncStatus?: number; listed?: string[]; restartFailures?: number; listFailures?: number }) {
   const calls: ArmCall[] = [];
   let syncs = 0;
+  let restartFailures = behaviour.restartFailures ?? 0;
+  let listFailures = behaviour.listFailures ?? 0;
   server = createServer((req: IncomingMessage, res) => {
     const url = new URL(req.url ?? "/", "http://arm");
     calls.push({ method: req.method ?? "", path: url.pathname, apiVersion: url.searchParams.get("api-version"), auth: req.headers.authorization });
@@ -33,12 +35,17 @@ async function startArm(behaviour: { listAfterSyncs: number; syncStatus?: number
       res.writeHead(status, { "Content-Type": "application/json" });
       res.end(JSON.stringify(body));
     };
-    if (req.method === "POST" && url.pathname === `${appId}/restart`) return json(200, {});
+    if (req.method === "POST" && url.pathname === `${appId}/restart`) {
+      if (restartFailures-- > 0) return json(429, { error: { code: "TooManyRequests" } });
+      return json(200, {});
+    }
     if (req.method === "POST" && url.pathname === `${appId}/syncfunctiontriggers`) {
       syncs++;
       return behaviour.syncStatus ? json(behaviour.syncStatus, { error: { code: "AuthorizationFailed" } }) : json(200, {});
     }
     if (req.method === "GET" && url.pathname === `${appId}/functions`) {
+      // What ARM answers while the host is still starting.
+      if (listFailures-- > 0) return json(400, { Code: "BadRequest", Message: "Encountered an error (ServiceUnavailable) from host runtime." });
       const names = syncs >= behaviour.listAfterSyncs ? (behaviour.listed ?? expected) : [];
       return json(200, { value: names.map((n) => ({ id: `${appId}/functions/${n}`, name: `func-contoso/${n}`, properties: { name: n } })) });
     }
@@ -83,6 +90,24 @@ describe("activateFunctionApp", () => {
     const arm = await startArm({ listAfterSyncs: 1, syncStatus: 403 });
     await expect(
       activateFunctionApp({ appId, expectedFunctions: expected, armBaseUrl: arm.armBaseUrl }, { getToken: async () => "t", ...fakeTime() }),
-    ).rejects.toThrow(/refused syncfunctiontriggers \(403\).*Website Contributor/);
+    ).rejects.toThrow(/refused syncfunctiontriggers on the Function App \(403\).*Website Contributor/);
+  });
+
+  it("rides out a host that is still starting: a throttled restart and listing errors are retried", async () => {
+    const arm = await startArm({ listAfterSyncs: 1, restartFailures: 2, listFailures: 3 });
+    const result = await activateFunctionApp(
+      { appId, expectedFunctions: expected, armBaseUrl: arm.armBaseUrl, pollMs: 5_000 },
+      { getToken: async () => "t", ...fakeTime() },
+    );
+    expect(result.functions.sort()).toEqual([...expected].sort());
+    expect(arm.calls.filter((c) => c.path.endsWith("/restart"))).toHaveLength(3);
+    expect(arm.calls.filter((c) => c.path.endsWith("/functions"))).toHaveLength(4);
+  });
+
+  it("names the last ARM answer when the listing never recovers", async () => {
+    const arm = await startArm({ listAfterSyncs: 1, listFailures: 1_000 });
+    await expect(
+      activateFunctionApp({ appId, expectedFunctions: expected, armBaseUrl: arm.armBaseUrl, timeoutMs: 30_000 }, { getToken: async () => "t", ...fakeTime() }),
+    ).rejects.toThrow(/listed: none; last: the function listing answered 400: .*ServiceUnavailable/);
   });
 });

@@ -79,6 +79,9 @@ describe("tenant variant", () => {
     expect(provider.inputs).toMatchObject({ subscriptionId: SENTINEL_SUBSCRIPTION, tenantId: TENANT_ID });
     // (azure-native marks clientId secret)
     expect(provider.inputs.clientId.value ?? provider.inputs.clientId).toBe("0c1d2e3f-0000-4000-8000-00000000c1d2");
+    // The activation step logs in the same way.
+    const activation = one("pulumi-nodejs:dynamic:Resource", (r) => r.name === "functions-activation");
+    expect(activation.inputs).toMatchObject({ tenantId: TENANT_ID, clientId: "0c1d2e3f-0000-4000-8000-00000000c1d2" });
     expect(String(provider.inputs.useOidc)).toBe("true");
     const rules = ofType("azure-native:securityinsights:AutomationRule");
     expect(rules).toHaveLength(1);

@@ -389,6 +389,8 @@ describe("function app activation", () => {
     expect([...a.inputs.expectedFunctions].sort()).toEqual(Object.keys(functionTriggers).sort());
     expect(a.inputs.packageSha256).toMatch(/^[0-9a-f]{64}$/);
     expect(a.inputs.armBaseUrl).toBe("https://management.azure.com");
+    // Its own ARM calls use the stack's tenant, never the az CLI's current one.
+    expect(a.inputs.tenantId).toBe(TENANT_ID);
     // The setting hash covers the ANY.RUN key, so it is kept as a secret.
     expect(isSecret(a.inputs.settingsSha256)).toBe(true);
     expect(JSON.stringify(a.inputs)).not.toContain(ANYRUN_KEY);
