@@ -17,15 +17,16 @@ export function registerSecret(value: string | undefined): void {
   if (value && value.length >= 6) secretValues.add(value);
 }
 
+// Values end before a backslash too: in serialised JSON a following `\"` must stay intact.
 const patterns: [RegExp, string][] = [
-  [/([?&]sig=)[^&\s"'<>]+/gi, "$1REDACTED"],
+  [/([?&]sig=)[^&\s"'<>\\]+/gi, "$1REDACTED"],
   // The same inside a URL-encoded URL (e.g. a SAS URL carried as a query parameter).
-  [/((?:%26|%3F)sig%3D)(?:(?!%26)[^&\s"'<>])+/gi, "$1REDACTED"],
-  [/(AccountKey=)[^;\s"']+/gi, "$1REDACTED"],
-  [/(SharedAccessKey=)[^;\s"']+/gi, "$1REDACTED"],
+  [/((?:%26|%3F)sig%3D)(?:(?!%26)[^&\s"'<>\\])+/gi, "$1REDACTED"],
+  [/(AccountKey=)[^;\s"'\\]+/gi, "$1REDACTED"],
+  [/(SharedAccessKey=)[^;\s"'\\]+/gi, "$1REDACTED"],
   [/(Bearer\s+)[A-Za-z0-9._~+/=-]+/gi, "$1REDACTED"],
-  [/(API-Key\s+)[^\s"',]+/gi, "$1REDACTED"],
-  [/(aeg-sas-key["']?\s*[:=]\s*["']?)[^"',\s]+/gi, "$1REDACTED"],
+  [/(API-Key\s+)[^\s"',\\]+/gi, "$1REDACTED"],
+  [/(aeg-sas-key["']?\s*[:=]\s*["']?)[^"',\s\\]+/gi, "$1REDACTED"],
 ];
 
 export function redact(text: string): string {
@@ -33,6 +34,16 @@ export function redact(text: string): string {
   for (const [re, replacement] of patterns) out = out.replace(re, replacement);
   for (const secret of secretValues) out = out.split(secret).join("REDACTED");
   return out;
+}
+
+/** The same, applied to every string inside a value (before it is serialised). */
+export function redactValue<T>(value: T): T {
+  if (typeof value === "string") return redact(value) as T;
+  if (Array.isArray(value)) return value.map((v) => redactValue(v)) as T;
+  if (value && typeof value === "object" && Object.getPrototypeOf(value) === Object.prototype) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactValue(v)])) as T;
+  }
+  return value;
 }
 
 const stdoutSink: LogSink = (_level, line) => {

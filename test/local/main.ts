@@ -109,26 +109,33 @@ ${usage}`);
     return 1;
   }
   out(`Starting the local runtime (Azurite, Service Bus broker, Event Grid, functions host, ANY.RUN/MDE/Sentinel doubles)…`);
-  // The runtime's own logs (Event Grid retries and the like) go to stderr, so that stdout stays the
-  // human-readable outcome; below error level only with LOCAL_RUNTIME_VERBOSE.
-  const runtime = await startLocalRuntime({
-    logger: createLogger({ service: "local-runtime", level: process.env.LOCAL_RUNTIME_VERBOSE ? "info" : "error", sink: (_level, line) => void process.stderr.write(line + "\n") }),
-  });
   let stopping = false;
   let parked = false;
+  let runtime: LocalRuntime | undefined;
   // `on`, not `once`: a terminal's Ctrl-C reaches npm, tsx and this process, and tsx relays it
-  // again; a second signal without a listener would exit in the middle of the clean-up.
+  // again; a second signal without a listener would exit in the middle of the clean-up. Set before
+  // the runtime starts: a signal while it starts stops it as soon as it is up.
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;
     out(`\n${signal}: stopping the local runtime…`);
     // Ctrl-C is how a --keep run is meant to end.
     const code = parked ? 0 : 130;
-    void runtime.close().finally(() => process.exit(code));
+    if (runtime) void runtime.close().finally(() => process.exit(code));
   };
   process.on("SIGINT", stop);
   process.on("SIGTERM", stop);
   process.on("SIGHUP", stop);
+
+  // The runtime's own logs (Event Grid retries and the like) go to stderr, so that stdout stays the
+  // human-readable outcome; below error level only with LOCAL_RUNTIME_VERBOSE.
+  runtime = await startLocalRuntime({
+    logger: createLogger({ service: "local-runtime", level: process.env.LOCAL_RUNTIME_VERBOSE ? "info" : "error", sink: (_level, line) => void process.stderr.write(line + "\n") }),
+  });
+  if (stopping) {
+    await runtime.close();
+    return 130;
+  }
 
   let failures = unreadable;
   try {

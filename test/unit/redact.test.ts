@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { redact, registerSecret } from "@connector/shared/logger";
+import { createLogger, redact, redactValue, registerSecret } from "@connector/shared/logger";
 
 describe("redact", () => {
   it("masks SAS signatures, also URL-encoded inside another URL, keys and tokens in any case", () => {
@@ -14,6 +14,19 @@ describe("redact", () => {
     expect(redact("Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey=c2VjcmV0;")).toBe("Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey=REDACTED;");
     expect(redact("DefaultEndpointsProtocol=https;AccountName=a;AccountKey=c2VjcmV0PT0=;")).toBe("DefaultEndpointsProtocol=https;AccountName=a;AccountKey=REDACTED;");
     expect(redact('{"Authorization":"API-Key abcdef123456"}')).toBe('{"Authorization":"API-Key REDACTED"}');
+  });
+
+  it("keeps a serialised log line valid JSON when a signature ends a quoted string inside a string", () => {
+    const lines: string[] = [];
+    const logger = createLogger({ level: "info", sink: (_l, line) => lines.push(line) });
+    logger.info("body", { text: '{"sas":"https://a.blob.core.windows.net/c/b?sv=1&sig=SECRETLAST","key":"AccountKey=c2VjcmV0"}' });
+    const parsed = JSON.parse(lines[0]!) as { text: string };
+    expect(parsed.text).toBe('{"sas":"https://a.blob.core.windows.net/c/b?sv=1&sig=REDACTED","key":"AccountKey=REDACTED"}');
+  });
+
+  it("redacts every string inside a value before it is serialised", () => {
+    const value = { a: ["x?sig=one", { b: "Bearer tok.en" }], n: 3, when: "2026-12-04" };
+    expect(redactValue(value)).toEqual({ a: ["x?sig=REDACTED", { b: "Bearer REDACTED" }], n: 3, when: "2026-12-04" });
   });
 
   it("masks a registered literal secret wherever it appears", () => {

@@ -43,10 +43,11 @@ describe("filters as JSON (HTTP API)", () => {
     expect(filterInputSchema.safeParse({ olderThan: "soon" }).success).toBe(false);
     expect(filterInputSchema.safeParse({ colour: "red" }).success).toBe(false);
     // Empty values never widen the selection to every dead letter.
-    for (const empty of [{ id: "" }, { id: "," }, { ids: ["a", ""] }, { reason: "" }, { reason: "  " }, { entity: "" }]) {
+    for (const empty of [{ id: "" }, { id: "," }, { ids: ["a", ""] }, { ids: [] }, { entities: [] }, { reason: "" }, { reason: "  " }, { entity: "" }]) {
       expect(filterInputSchema.safeParse(empty).success, JSON.stringify(empty)).toBe(false);
     }
     expect(resendRequestSchema.safeParse({ ids: ["a"] }).success).toBe(false);
+    expect(resendRequestSchema.safeParse({ ids: [], dryRun: false }).success).toBe(false);
     expect(resendRequestSchema.parse({ ids: ["a"], dryRun: false })).toMatchObject({ dryRun: false });
   });
 });

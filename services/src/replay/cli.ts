@@ -6,7 +6,7 @@
 import { createInterface } from "node:readline/promises";
 import { parseArgs } from "node:util";
 import { ConfigError } from "@connector/shared/config";
-import { createLogger, redact, type LogLevel } from "@connector/shared/logger";
+import { createLogger, redact, redactValue, type LogLevel } from "@connector/shared/logger";
 import { UnknownEntityError, deadLetterEntities } from "@connector/shared/replay/entities";
 import { parseDuration, type DeadLetterFilter } from "@connector/shared/replay/filters";
 import { getReplaySettings } from "@connector/shared/replay/settings";
@@ -167,7 +167,7 @@ async function run(argv: string[]): Promise<number> {
   try {
     if (command === "list") {
       const result = await backend.list(filter);
-      out(values.json ? redact(JSON.stringify(result, null, 2)) : formatList(result.byEntity, result.deadLetters));
+      out(values.json ? JSON.stringify(redactValue(result), null, 2) : formatList(result.byEntity, result.deadLetters));
       return 0;
     }
     if (command === "show") {
@@ -176,7 +176,7 @@ async function run(argv: string[]): Promise<number> {
         err(`No dead letter ${rest[1]} in ${rest[0]}.`);
         return 1;
       }
-      out(values.json ? redact(JSON.stringify(detail, null, 2)) : formatDetail(detail));
+      out(values.json ? JSON.stringify(redactValue(detail), null, 2) : formatDetail(detail));
       return 0;
     }
     if (command === "resend") {
@@ -197,12 +197,12 @@ async function run(argv: string[]): Promise<number> {
           if (p.processed < p.total) err(`resend: ${p.processed}/${p.total} processed (${p.resent} resent, ${p.failed} not resent)`);
         },
       });
-      out(values.json ? redact(JSON.stringify(report, null, 2)) : formatResend(report));
+      out(values.json ? JSON.stringify(redactValue(report), null, 2) : formatResend(report));
       return report.failed > 0 ? 1 : 0;
     }
     if (sub === "list") {
       const entries = await backend.eventList(filter);
-      out(values.json ? redact(JSON.stringify(entries, null, 2)) : formatEventList(entries));
+      out(values.json ? JSON.stringify(redactValue(entries), null, 2) : formatEventList(entries));
       return 0;
     }
     if (sub === "show") {
@@ -211,7 +211,7 @@ async function run(argv: string[]): Promise<number> {
         err(`No dead-letter blob ${rest[0]}.`);
         return 1;
       }
-      out(values.json ? redact(JSON.stringify(events, null, 2)) : formatEventDetail(rest[0]!, events));
+      out(values.json ? JSON.stringify(redactValue(events), null, 2) : formatEventDetail(rest[0]!, events));
       return 0;
     }
     if (!dryRun) {
@@ -225,7 +225,7 @@ async function run(argv: string[]): Promise<number> {
       }
     }
     const report = await backend.eventReplay(filter, { dryRun });
-    out(values.json ? redact(JSON.stringify(report, null, 2)) : formatEventReplay(report));
+    out(values.json ? JSON.stringify(redactValue(report), null, 2) : formatEventReplay(report));
     return report.failed > 0 ? 1 : 0;
   } finally {
     await backend.close();

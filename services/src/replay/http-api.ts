@@ -17,7 +17,7 @@
  */
 import type { HttpRequest, HttpResponseInit } from "@azure/functions";
 import { describeIssues } from "@connector/shared/errors";
-import { redact, type Logger } from "@connector/shared/logger";
+import { redact, redactValue, type Logger } from "@connector/shared/logger";
 import type { EventGridDeadLetters } from "@connector/shared/replay/eventgrid";
 import { UnknownEntityError } from "@connector/shared/replay/entities";
 import { filterInputSchema, resendRequestSchema, toFilter } from "@connector/shared/replay/filters";
@@ -35,7 +35,7 @@ export interface ReplayApiDeps {
 export type ReplayRequest = Pick<HttpRequest, "method" | "headers" | "query" | "params" | "text">;
 
 function json(status: number, body: unknown): HttpResponseInit {
-  return { status, headers: { "content-type": "application/json; charset=utf-8" }, body: redact(JSON.stringify(body, null, 2)) };
+  return { status, headers: { "content-type": "application/json; charset=utf-8" }, body: JSON.stringify(redactValue(body), null, 2) };
 }
 
 const error = (status: number, message: string) => json(status, { error: message });

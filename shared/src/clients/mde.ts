@@ -143,8 +143,10 @@ export function createMdeClient(options: MdeClientOptions): MdeClient {
     return callOrNoResponse("mde", operation, async () => {
       let answer = await run();
       if (answer.response.status === 401) {
-        // MDE's documented answer to 401: get the token again and retry once (a 401 is never executed).
-        log.warn("mde answered 401; retrying once with a fresh token request", { operation });
+        // MDE's documented answer to 401: ask for the token again and retry once (a 401 was never
+        // executed). The credential decides whether that yields a new token: it renews one near
+        // its expiry, which is the usual cause of a stray 401.
+        log.warn("mde answered 401; asking for the token again and retrying once", { operation });
         answer = await run();
       }
       const { data, error, response } = answer;

@@ -77,9 +77,9 @@ const duration = z.union([z.number().nonnegative(), z.string().min(1)]).transfor
     return z.NEVER;
   }
 });
-// An empty entry (`id=,`) is refused, never read as "no filter": that would select everything.
+// An empty entry (`id=,`) or list (`"ids": []`) is refused, never read as "no filter": that would select everything.
 const stringList = z
-  .union([z.string().min(1), z.array(z.string().min(1))])
+  .union([z.string().min(1), z.array(z.string().min(1)).min(1)])
   .transform((v) => (Array.isArray(v) ? v : v.split(",")).map((s) => s.trim()))
   .refine((list) => list.every((s) => s !== ""), { message: "empty value in the list" });
 
