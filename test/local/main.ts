@@ -167,7 +167,7 @@ ${usage}`);
           out(formatOutcome(result.outcome));
           if (!run.userFile) problems = checkExpectations(result.outcome, run.incident.expect);
           else if (result.outcome.jobs.some((j) => j.status === "failed" && j.artifact.kind === "file")) {
-            out("  note: the local MDE double runs the real endpoint script on this machine: a file of your own incident is looked for at its path here and in the fake Defender quarantine, which holds only the samples' files");
+            out("  note: for a Linux or macOS host the local MDE double runs the real endpoint script on this machine (the file is looked for at its path here, then in the fake Defender quarantine, which holds only the samples' files); a Windows host is emulated and holds only the samples' files");
           }
         }
       } catch (err) {
