@@ -105,7 +105,7 @@ export function extractArtifacts(entities: readonly SentinelEntity[], options: E
       continue;
     }
     if (url.length < 5 || url.length > 512) {
-      ignored.push({ kind: "Url", reason: "URL longer than the 512 characters the sandbox accepts" });
+      ignored.push({ kind: "Url", reason: url.length > 512 ? "URL longer than the 512 characters the sandbox accepts" : "URL shorter than the 5 characters the sandbox accepts" });
       continue;
     }
     const artifact: UrlArtifact = { kind: "url", artifactId: `url-${shortDigest(url)}`, url };

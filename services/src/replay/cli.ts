@@ -156,6 +156,9 @@ async function run(argv: string[]): Promise<number> {
     sink: (_level, line) => err(line),
   });
   let backend: ReplayBackend;
+  if (values["function-url"] !== undefined && !/^https?:\/\/\S+$/.test(values["function-url"])) {
+    throw new UsageError("--function-url needs the operator function's http(s) URL");
+  }
   if (values["function-url"]) {
     const key = process.env.REPLAY_FUNCTION_KEY;
     if (!key) throw new UsageError("--function-url needs the function key in REPLAY_FUNCTION_KEY (kept off the command line)");
