@@ -140,6 +140,10 @@ ${usage}`);
   let failures = unreadable;
   try {
     await runtime.startHost();
+    if (files.length) {
+      // The fake Defender quarantine holds the samples' files for your own incidents too.
+      for (const q of sampleIncidents().flatMap((sample) => sample.quarantine)) runtime.mde.seedQuarantine(q.deviceId, { originalPath: q.originalPath, content: q.content });
+    }
     for (const run of runs) {
       try {
         runtime.seed(run.incident);
