@@ -26,35 +26,36 @@ export function packageSha256(packagePath: string): string {
  * An explicit provider does not read the `azure-native:*` stack configuration: hand it the same
  * login (service principal, OIDC, managed identity) the default provider uses.
  */
-function providerAuthFromConfig(): Partial<azure.ProviderArgs> {
+const plainAuthKeys = ["clientId", "clientCertificatePath", "environment", "oidcRequestUrl", "oidcTokenFilePath"] as const;
+const secretAuthKeys = ["clientSecret", "clientCertificatePassword", "oidcRequestToken", "oidcToken"] as const;
+const flagAuthKeys = ["useOidc", "useMsi"] as const;
+type StackAuth = Partial<Record<(typeof plainAuthKeys)[number], string>> &
+  Partial<Record<(typeof secretAuthKeys)[number], pulumi.Output<string>>> &
+  Partial<Record<(typeof flagAuthKeys)[number], boolean>>;
+
+function providerAuthFromConfig(): StackAuth {
   const config = new pulumi.Config("azure-native");
-  const auth: Record<string, pulumi.Input<string> | boolean> = {};
-  for (const key of ["clientId", "clientCertificatePath", "environment", "oidcRequestUrl", "oidcTokenFilePath"] as const) {
+  const auth: StackAuth = {};
+  for (const key of plainAuthKeys) {
     const value = config.get(key);
     if (value) auth[key] = value;
   }
-  for (const key of ["clientSecret", "clientCertificatePassword", "oidcRequestToken", "oidcToken"] as const) {
+  for (const key of secretAuthKeys) {
     const value = config.getSecret(key);
     if (value) auth[key] = value;
   }
-  for (const key of ["useOidc", "useMsi"] as const) {
+  for (const key of flagAuthKeys) {
     const value = config.getBoolean(key);
     if (value !== undefined) auth[key] = value;
   }
-  return auth as Partial<azure.ProviderArgs>;
-}
-
-/** The stack's service-principal login, for the activation step's own ARM calls. */
-function stackLogin(): { clientId?: string; clientSecret?: pulumi.Output<string> } {
-  const config = new pulumi.Config("azure-native");
-  const clientId = config.get("clientId");
-  const clientSecret = config.getSecret("clientSecret");
-  return { ...(clientId ? { clientId } : {}), ...(clientSecret ? { clientSecret } : {}) };
+  return auth;
 }
 
 /** Declares one tenant's connector. */
 export function createConnector(settings: ConnectorSettings) {
   const names = resourceNames(settings.tenantSlug, settings.subscriptionId);
+  const packageHash = packageSha256(settings.functions.packagePath);
+  const stackAuth = providerAuthFromConfig();
   const tags = { "anyrun-connector": settings.tenantSlug, "managed-by": "pulumi", ...settings.tags };
   const location = settings.location;
 
@@ -98,7 +99,7 @@ export function createConnector(settings: ConnectorSettings) {
     eventGridEndpoint: eventGridTopics.analysisTopic.endpoint,
     anyrunApiKey: settings.anyrunApiKey,
     extraSettings: settings.appSettings,
-    packageSha256: packageSha256(settings.functions.packagePath),
+    packageSha256: packageHash,
     maximumInstanceCount: settings.functions.maximumInstanceCount,
     instanceMemoryMB: settings.functions.instanceMemoryMB,
     keyVault: settings.keyVault,
@@ -139,7 +140,7 @@ export function createConnector(settings: ConnectorSettings) {
     "functions-activation",
     {
       appId: functionApp.app.id,
-      packageSha256: packageSha256(settings.functions.packagePath),
+      packageSha256: packageHash,
       // A new ANY.RUN key (or any other setting) re-runs it, so the Key Vault reference is read again.
       settingsSha256: pulumi.secret(
         pulumi
@@ -149,7 +150,9 @@ export function createConnector(settings: ConnectorSettings) {
       expectedFunctions: Object.keys(functionTriggers),
       armBaseUrl: settings.appSettings["ARM_BASE_URL"] ?? String(configSchema.shape.ARM_BASE_URL.parse(undefined)),
       tenantId: settings.tenantId,
-      ...stackLogin(),
+      // The stack's service-principal login, for the activation step's own ARM calls.
+      ...(stackAuth.clientId ? { clientId: stackAuth.clientId } : {}),
+      ...(stackAuth.clientSecret ? { clientSecret: stackAuth.clientSecret } : {}),
     },
     { dependsOn: [storage.packageBlob, functionApp.hostStorageRole, ...access.assignments, ...defender.functionAppRoleAssignments] },
   );
@@ -165,7 +168,7 @@ export function createConnector(settings: ConnectorSettings) {
   const workspaceProvider =
     workspace.subscriptionId.toLowerCase() !== settings.subscriptionId.toLowerCase()
       ? new azure.Provider("sentinel-subscription", {
-          ...providerAuthFromConfig(),
+          ...stackAuth,
           subscriptionId: workspace.subscriptionId,
           tenantId: settings.tenantId,
           location,
