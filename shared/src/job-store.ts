@@ -1,5 +1,6 @@
 import { RestError, type TableClient, type TableEntity, type TableEntityResult } from "@azure/data-tables";
 import { ensureTable } from "./tables.ts";
+import { RetryLaterError } from "./errors.ts";
 import { z } from "zod";
 import { artifactSchema, incidentRefSchema, type Artifact, type IncidentRef } from "./messages.ts";
 
@@ -151,10 +152,52 @@ export class JobStore {
   async listByIncident(incidentId: string): Promise<JobRecord[]> {
     const out: JobRecord[] = [];
     const filter = `PartitionKey eq '${incidentId.replace(/'/g, "''")}'`;
-    for await (const e of this.table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) out.push(fromEntity(e));
+    for await (const e of this.table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) {
+      if (e.rowKey !== ADMISSION_ROW) out.push(fromEntity(e));
+    }
     return out;
   }
+
+  /**
+   * Admits `candidates` (in priority order) to the incident's analysis budget of `max` artifacts and
+   * returns every artifact id admitted so far. The budget is one etag-guarded row per incident, so
+   * two triggers of the same incident taken in at the same time cannot both spend it; `recorded`
+   * (artifacts that already have jobs) counts against it too.
+   */
+  async admit(incidentId: string, candidates: readonly string[], recorded: readonly string[], max: number): Promise<ReadonlySet<string>> {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const row = await this.readAdmission(incidentId);
+      const admitted = new Set([...(row?.ids ?? []), ...recorded]);
+      for (const id of candidates) if (admitted.size < max) admitted.add(id);
+      const ids = [...admitted];
+      if (row && ids.length === row.ids.length) return admitted;
+      const entity = { partitionKey: incidentId, rowKey: ADMISSION_ROW, admitted: JSON.stringify(ids), updatedAt: new Date().toISOString() };
+      try {
+        if (row) await this.table.updateEntity(entity, "Replace", { etag: row.etag });
+        else await this.table.createEntity(entity);
+        return admitted;
+      } catch (err) {
+        if (err instanceof RestError && (err.statusCode === 409 || err.statusCode === 412)) continue;
+        throw err;
+      }
+    }
+    throw new RetryLaterError(`The analysis budget of incident ${incidentId} kept changing under concurrent intake; trying again later`);
+  }
+
+  private async readAdmission(incidentId: string): Promise<{ ids: string[]; etag: string } | undefined> {
+    try {
+      const row = admissionRowSchema.parse(await this.table.getEntity<Record<string, unknown>>(incidentId, ADMISSION_ROW));
+      return { ids: z.array(z.string()).parse(JSON.parse(row.admitted)), etag: row.etag };
+    } catch (err) {
+      if (err instanceof RestError && err.statusCode === 404) return undefined;
+      throw err;
+    }
+  }
 }
+
+/** RowKey of the per-incident budget row; `~` sorts after every artifact id and never starts one. */
+const ADMISSION_ROW = "~admission";
+const admissionRowSchema = z.looseObject({ etag: z.string(), admitted: z.string() });
 
 export class ConcurrentUpdateError extends Error {
   override name = "ConcurrentUpdateError";

@@ -41,6 +41,23 @@ describe("intake", () => {
     expect(await ctx.deps.jobs.listByIncident(trigger.object.name)).toHaveLength(3);
   });
 
+  it("does not let two triggers of the same incident taken in at once both spend its budget", async () => {
+    const ctx = coreDeps();
+    const policy = { maxArtifactsPerIncident: 3, collectFilesWithoutHash: false };
+    const withUrls = (prefix: string, eventType: string) => ({
+      ...trigger,
+      objectEventType: eventType,
+      object: { ...trigger.object, properties: { ...trigger.object.properties, relatedEntities: Array.from({ length: 3 }, (_, i) => ({ kind: "Url", properties: { url: `https://${prefix}.example/${i}` } })) } },
+    });
+    const [created, updated] = await Promise.all([
+      handleIncidentTrigger(withUrls("first", "Create"), { ...intakeDeps(ctx), policy }),
+      handleIncidentTrigger(withUrls("second", "Update"), { ...intakeDeps(ctx), policy }),
+    ]);
+    expect(created.published.length + updated.published.length).toBe(3);
+    expect(ctx.recorded.commands).toHaveLength(3);
+    expect(await ctx.deps.jobs.listByIncident(trigger.object.name)).toHaveLength(3);
+  });
+
   it("records one job per artifact, publishes one command and posts the started comment", async () => {
     const ctx = coreDeps();
     const result = await handleIncidentTrigger(trigger, intakeDeps(ctx));

@@ -56,8 +56,11 @@ export async function handleIncidentTrigger(body: unknown, deps: IntakeDeps): Pr
     extraction = extractArtifacts(entities, extractOptions);
     entitiesFrom = "api";
   }
-  const recorded = new Set((await deps.jobs.listByIncident(incident.incidentId)).filter((j) => j.artifact.kind !== "hash").map((j) => j.artifactId));
-  const { admitted, overLimit } = admitArtifacts(extraction.artifacts, recorded, deps.policy.maxArtifactsPerIncident);
+  // At most MAX_ARTIFACTS_PER_INCIDENT analysed artifacts over all the incident's triggers (an update
+  // brings new entities); those that already have jobs keep their place.
+  const recorded = (await deps.jobs.listByIncident(incident.incidentId)).filter((j) => j.artifact.kind !== "hash").map((j) => j.artifactId);
+  const budget = await deps.jobs.admit(incident.incidentId, byPriority(extraction.artifacts).map((a) => a.artifactId), recorded, deps.policy.maxArtifactsPerIncident);
+  const { admitted, overLimit } = splitByBudget(extraction.artifacts, budget);
   extraction = { ...extraction, artifacts: admitted };
 
   const result: IntakeResult = { incidentId: incident.incidentId, published: [], notCollectable: [], alreadyKnown: [], entitiesFrom };
@@ -99,22 +102,18 @@ export async function handleIncidentTrigger(body: unknown, deps: IntakeDeps): Pr
 }
 
 /**
- * At most `max` analysed artifacts per incident, over all its triggers (an update brings new
- * entities): those already recorded for the incident always stay and count; then files (the
- * detected samples) before URLs, each in entity order, so a redelivery admits the same ones.
- * Hash-only artifacts cost nothing and always stay.
+ * The order in which artifacts claim the incident's analysis budget: files (the detected samples)
+ * before URLs, each in entity order, so a redelivery claims the same ones. Hash-only artifacts
+ * cost nothing and are left out.
  */
-export function admitArtifacts(artifacts: readonly Artifact[], recorded: ReadonlySet<string>, max: number): { admitted: Artifact[]; overLimit: Artifact[] } {
-  const fresh = artifacts.filter((a) => a.kind !== "hash" && !recorded.has(a.artifactId));
-  const byPriority = [...fresh.filter((a) => a.kind === "file"), ...fresh.filter((a) => a.kind === "url")];
-  let room = Math.max(0, max - recorded.size);
-  const admittedFresh = new Set<string>();
-  const overLimit: Artifact[] = [];
-  for (const a of byPriority) {
-    if (room > 0) {
-      admittedFresh.add(a.artifactId);
-      room--;
-    } else overLimit.push(a);
-  }
-  return { admitted: artifacts.filter((a) => a.kind === "hash" || recorded.has(a.artifactId) || admittedFresh.has(a.artifactId)), overLimit };
+export function byPriority(artifacts: readonly Artifact[]): Artifact[] {
+  return [...artifacts.filter((a) => a.kind === "file"), ...artifacts.filter((a) => a.kind === "url")];
+}
+
+/** Splits the extracted artifacts into those within the budget (plus every hash-only one) and those over it. */
+export function splitByBudget(artifacts: readonly Artifact[], budget: ReadonlySet<string>): { admitted: Artifact[]; overLimit: Artifact[] } {
+  return {
+    admitted: artifacts.filter((a) => a.kind === "hash" || budget.has(a.artifactId)),
+    overLimit: byPriority(artifacts).filter((a) => !budget.has(a.artifactId)),
+  };
 }

@@ -2,7 +2,7 @@ import { RestError, type TableClient } from "@azure/data-tables";
 
 /**
  * An in-memory stand-in for the five TableClient calls JobStore makes, with Table storage's
- * semantics: 409 on a second create, 404 on a missing row, 412 on a stale etag, Merge updates.
+ * semantics: 409 on a second create, 404 on a missing row, 412 on a stale etag, Merge and Replace updates.
  */
 export class MemoryTable {
   readonly rows = new Map<string, Record<string, unknown>>();
@@ -26,12 +26,12 @@ export class MemoryTable {
     return { ...row };
   }
 
-  async updateEntity(entity: Record<string, unknown>, _mode: "Merge", options: { etag?: string } = {}): Promise<void> {
+  async updateEntity(entity: Record<string, unknown>, mode: "Merge" | "Replace", options: { etag?: string } = {}): Promise<void> {
     const k = this.key(entity["partitionKey"] as string, entity["rowKey"] as string);
     const row = this.rows.get(k);
     if (!row) throw new RestError("ResourceNotFound", { statusCode: 404 });
     if (options.etag && options.etag !== row["etag"]) throw new RestError("UpdateConditionNotSatisfied", { statusCode: 412 });
-    this.rows.set(k, { ...row, ...entity, etag: `W/"${++this.version}"` });
+    this.rows.set(k, { ...(mode === "Merge" ? row : {}), ...entity, etag: `W/"${++this.version}"` });
   }
 
   async *listEntities(options: { queryOptions?: { filter?: string } } = {}): AsyncIterable<Record<string, unknown>> {
