@@ -4,8 +4,8 @@ import { ConnectorEventGridTopics } from "./eventing.ts";
 import { ANYRUN_KEY_SECRET_NAME, ConnectorFunctionApp } from "./function-app.ts";
 import { ConnectorMessaging } from "./messaging.ts";
 import { assignRole } from "./roles.ts";
-import { ConnectorStorage } from "./storage.ts";
-import { functionTriggers, storageDefaults } from "./topology.ts";
+import type { ConnectorStorage } from "./storage.ts";
+import { functionTriggers } from "./topology.ts";
 
 export interface AccessArgs {
   readonly subscriptionId: string;
@@ -50,13 +50,13 @@ export class ConnectorAccess extends pulumi.ComponentResource {
     grant(
       "staging-blobs",
       "storageBlobDataContributor",
-      ConnectorStorage.containerId(args.storage.stagingAccount, storageDefaults.stagingContainer),
+      args.storage.stagingContainer.id,
       "Read, write and delete staged samples",
     );
     grant(
       "eventgrid-deadletters",
       "storageBlobDataContributor",
-      ConnectorStorage.containerId(args.storage.stagingAccount, storageDefaults.eventGridDeadLetterContainer),
+      args.storage.deadLetterContainer.id,
       "Operator replay: read and delete Event Grid dead letters",
     );
     grant(
@@ -68,13 +68,13 @@ export class ConnectorAccess extends pulumi.ComponentResource {
     grant(
       "jobs-table",
       "storageTableDataContributor",
-      ConnectorStorage.tableId(args.storage.stagingAccount, storageDefaults.jobsTable),
+      args.storage.jobsTable.id,
       "Job state",
     );
     grant(
       "liveresponse-table",
       "storageTableDataContributor",
-      ConnectorStorage.tableId(args.storage.stagingAccount, storageDefaults.liveResponseTable),
+      args.storage.liveResponseTable.id,
       "Live Response leases: one session per device, tenant-wide caps",
     );
 

@@ -16,17 +16,6 @@ export interface AppSettingInputs {
   readonly extra: Readonly<Record<string, string>>;
 }
 
-/** App settings Flex Consumption rejects or ignores; never set them. */
-export const FLEX_FORBIDDEN_SETTINGS = [
-  "FUNCTIONS_WORKER_RUNTIME",
-  "FUNCTIONS_EXTENSION_VERSION",
-  "WEBSITE_RUN_FROM_PACKAGE",
-  "WEBSITE_NODE_DEFAULT_VERSION",
-  "WEBSITE_CONTENTSHARE",
-  "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
-  "AzureWebJobsStorage",
-] as const;
-
 /**
  * The Function App's settings. Names are the ones shared/src/config.ts reads, plus the Functions
  * host's identity-based connection settings (no connection strings, no keys).

@@ -179,6 +179,7 @@ export function createConnector(settings: ConnectorSettings) {
   if (!intakeQueue) throw new Error(`The topology's intake queue ${queues.incidentIntake.name} was not created`);
   const sentinel = new ConnectorSentinel("sentinel", {
     resourceGroupName: rgName,
+    resourceGroupId: resourceGroup.id,
     location,
     tenantId: settings.tenantId,
     subscriptionId: settings.subscriptionId,

@@ -1,7 +1,7 @@
 import * as azure from "@pulumi/azure-native";
 import * as pulumi from "@pulumi/pulumi";
 import { assignRole } from "./roles.ts";
-import { ConnectorStorage } from "./storage.ts";
+import type { ConnectorStorage } from "./storage.ts";
 import {
   allEventGridTopics,
   functionTriggers,
@@ -54,10 +54,7 @@ export class ConnectorEventGridTopics extends pulumi.ComponentResource {
   constructor(name: string, args: EventGridTopicsArgs, opts?: pulumi.ComponentResourceOptions) {
     super("anyrun:connector:EventGridTopics", name, {}, opts);
     let analysisTopic: azure.eventgrid.Topic | undefined;
-    const deadLetterContainerId = ConnectorStorage.containerId(
-      args.storage.stagingAccount,
-      storageDefaults.eventGridDeadLetterContainer,
-    );
+    const deadLetterContainerId = args.storage.deadLetterContainer.id; // the resource, so its grant waits for it
     for (const declared of allEventGridTopics()) {
       let topic: AnyTopic;
       if (declared.source === "storage") {

@@ -10,6 +10,8 @@ export const AZURE_SECURITY_INSIGHTS_APP_ID = "98785600-1bb7-4fb9-b9fa-19afe2c8a
 
 export interface SentinelArgs {
   readonly resourceGroupName: pulumi.Input<string>;
+  /** ARM id of the connector's resource group, where the playbook lives. */
+  readonly resourceGroupId: pulumi.Input<string>;
   readonly location: string;
   readonly tenantId: string;
   readonly subscriptionId: string;
@@ -138,7 +140,10 @@ export class ConnectorSentinel extends pulumi.ComponentResource {
         principalId: securityInsights.objectId,
         principalType: "ServicePrincipal",
         role: "sentinelAutomationContributor",
-        scope: this.playbook.id,
+        // Sentinel checks this grant on the playbook's resource group, not on the playbook: an
+        // automation rule cannot be saved with a grant on the Logic App alone. The group holds only
+        // the connector's own resources.
+        scope: args.resourceGroupId,
         description: "Microsoft Sentinel (Azure Security Insights) may run the intake playbook",
       },
       parent,

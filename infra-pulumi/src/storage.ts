@@ -138,13 +138,4 @@ export class ConnectorStorage extends pulumi.ComponentResource {
 
     this.registerOutputs({});
   }
-
-  /** ARM id of a container (role assignment scope). */
-  static containerId(account: azure.storage.StorageAccount, container: string): pulumi.Output<string> {
-    return pulumi.interpolate`${account.id}/blobServices/default/containers/${container}`;
-  }
-
-  static tableId(account: azure.storage.StorageAccount, table: string): pulumi.Output<string> {
-    return pulumi.interpolate`${account.id}/tableServices/default/tables/${table}`;
-  }
 }

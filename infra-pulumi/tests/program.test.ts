@@ -352,6 +352,7 @@ describe("Function App", () => {
     for (const name of Object.keys(appSettings)) {
       expect(name in configSchema.shape || hostSettings.test(name), `unexpected app setting ${name}`).toBe(true);
     }
+    // Flex Consumption rejects the first three; a key-based AzureWebJobsStorage would be a secret in plain settings.
     for (const forbidden of ["FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE", "AzureWebJobsStorage"]) {
       expect(appSettings).not.toHaveProperty(forbidden);
     }
@@ -439,10 +440,16 @@ describe("secrets", () => {
 });
 
 describe("role assignments", () => {
-  it("are all scoped to a resource, never a subscription or resource group", () => {
+  it("are all scoped to a resource, never a subscription; the one resource-group grant is the connector's own group", () => {
     expect(roleAssignments().length).toBeGreaterThan(15);
+    const connectorGroup = one("azure-native:resources:ResourceGroup").id;
     for (const r of roleAssignments()) {
       const scope = r.inputs.scope as string;
+      if (scope === connectorGroup) {
+        // Sentinel requires its run-playbook grant on the playbook's resource group.
+        expect(r.inputs.roleDefinitionId, r.name).toBe(roleId(ROLE.sentinelAutomationContributor));
+        continue;
+      }
       expect(scope, r.name).toMatch(/^\/subscriptions\/[^/]+\/resourceGroups\/[^/]+\/providers\/.+\/.+/);
       expect(r.inputs.roleAssignmentName).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
       expect(Object.values(ROLE).map(roleId), r.name).toContain(r.inputs.roleDefinitionId);
@@ -514,7 +521,8 @@ describe("Sentinel playbook and automation rules", () => {
     const intake = one("azure-native:servicebus:Queue", (r) => r.inputs.queueName === queues.incidentIntake.name);
     expect(grantsTo("playbook-principal-id", ROLE.sbSender)).toEqual([intake.id]);
     expect(grantsTo("playbook-principal-id", ROLE.sentinelReader)).toEqual([WORKSPACE_ID]);
-    expect(grantsTo(SECURITY_INSIGHTS_SP_OBJECT_ID, ROLE.sentinelAutomationContributor)).toEqual([workflow.id]);
+    // On the playbook's resource group, where Sentinel looks for it.
+    expect(grantsTo(SECURITY_INSIGHTS_SP_OBJECT_ID, ROLE.sentinelAutomationContributor)).toEqual([one("azure-native:resources:ResourceGroup").id]);
   });
 
   it("runs the playbook on incident creation and, as configured, when alerts are added", () => {
