@@ -232,6 +232,20 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
 
 const hostEntry = fileURLToPath(new URL("./functions-host/main.ts", import.meta.url));
 
+/** The message of a ConfigError the host logged while starting, if any. */
+function configErrorIn(hostStdout: string): string | undefined {
+  for (const line of hostStdout.split("\n")) {
+    if (!line.includes('"ConfigError"')) continue;
+    try {
+      const entry = JSON.parse(line) as { error?: { name?: string; message?: string } };
+      if (entry.error?.name === "ConfigError" && entry.error.message) return entry.error.message;
+    } catch {
+      // not a log line
+    }
+  }
+  return undefined;
+}
+
 async function spawnHost(env: Record<string, string>, logger: Logger, record: (text: string) => void): Promise<ChildProcess> {
   const child = spawn(process.execPath, ["--import", "tsx", hostEntry], {
     env: { ...process.env, ...env },
@@ -262,7 +276,8 @@ async function spawnHost(env: Record<string, string>, logger: Logger, record: (t
     child.once("exit", (code) => {
       if (!ready) {
         clearTimeout(timer);
-        reject(new Error(`functions host exited with code ${code} before it was ready`));
+        // A setting the functions refuse is the likely cause; its message names the setting, never a value.
+        reject(new Error(configErrorIn(buffered) ?? `functions host exited with code ${code} before it was ready`));
       }
     });
   });
