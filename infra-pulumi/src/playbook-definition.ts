@@ -1,15 +1,27 @@
 /**
  * Workflow definition of the intake playbook: the "Microsoft Sentinel incident" trigger (run by
- * the automation rule) and one HTTP action that posts the trigger body, unchanged, to the intake
- * queue with the Logic App's managed identity. The intake function does the rest (re-reads the
- * incident, extracts artifacts) - see shared/reference/sentinel-api.md §4.
+ * the automation rule) and one HTTP action that posts the trigger body to the intake queue with
+ * the Logic App's managed identity: unchanged, or without its entity, alert, comment and bookmark
+ * lists when it would not fit one Service Bus message (`triggerBodyCompaction`; the intake then
+ * reads the entities from the Sentinel API). The intake function does the rest - see
+ * shared/reference/sentinel-api.md §4.
  */
+import { triggerBodyCompaction } from "../../shared/src/incident-trigger.ts";
+
 export const SENTINEL_CONNECTION_KEY = "azuresentinel";
 export const TRIGGER_NAME = "Microsoft_Sentinel_incident";
 export const SEND_ACTION_NAME = "Send_to_intake_queue";
 
 export function intakeQueueUrl(serviceBusFqdn: string, queueName: string): string {
   return `https://${serviceBusFqdn}/${encodeURIComponent(queueName)}/messages`;
+}
+
+/** `triggerBody()` as `compactTriggerBody` shapes it, as a Workflow Definition Language expression. */
+export function compactedTriggerBodyExpression(): string {
+  let properties = "triggerBody()?['object']?['properties']";
+  for (const key of triggerBodyCompaction.droppedProperties) properties = `removeProperty(${properties}, '${key}')`;
+  const compacted = `setProperty(triggerBody(), 'object', setProperty(triggerBody()?['object'], 'properties', ${properties}))`;
+  return `@if(greater(length(string(triggerBody())), ${triggerBodyCompaction.aboveChars}), ${compacted}, triggerBody())`;
 }
 
 export function playbookDefinition(serviceBusFqdn: string, intakeQueue: string): Record<string, unknown> {
@@ -42,7 +54,7 @@ export function playbookDefinition(serviceBusFqdn: string, intakeQueue: string):
             BrokerProperties:
               "{\"MessageId\":\"@{coalesce(triggerBody()?['eventUniqueId'], workflow()?['run']?['name'])}\"}",
           },
-          body: "@triggerBody()",
+          body: compactedTriggerBodyExpression(),
           authentication: { type: "ManagedServiceIdentity", audience: "https://servicebus.azure.net" },
           retryPolicy: { type: "exponential", count: 6, interval: "PT15S", maximumInterval: "PT10M" },
         },

@@ -1,9 +1,11 @@
 import * as pulumi from "@pulumi/pulumi";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { configSchema, parseConfig } from "../../shared/src/config.ts";
+import { compactTriggerBody } from "../../shared/src/incident-trigger.ts";
+import { evaluateWdl } from "./helpers/wdl.ts";
 import {
   allEventGridTopics,
   allQueues,
@@ -508,7 +510,15 @@ describe("Sentinel playbook and automation rules", () => {
     expect(send.type).toBe("Http");
     expect(send.inputs.method).toBe("POST");
     expect(send.inputs.uri).toBe(`https://${fqdn}/${queues.incidentIntake.name}/messages`);
-    expect(send.inputs.body).toBe("@triggerBody()");
+    // The body is the trigger body, or, too large for one message, what compactTriggerBody makes of it.
+    const small = JSON.parse(readFileSync(new URL("../../test/fixtures/microsoft/sentinel-incident-trigger-body.COMPOSITE.json", import.meta.url), "utf8"));
+    expect(evaluateWdl(send.inputs.body, { triggerBody: small })).toEqual(small);
+    const large = structuredClone(small);
+    large.object.properties.relatedEntities = Array.from({ length: 2000 }, (_, i) => ({ kind: "Url", properties: { url: `https://bulk.example/${i}` } }));
+    const compacted = evaluateWdl(send.inputs.body, { triggerBody: large }) as typeof large;
+    expect(compacted).toEqual(compactTriggerBody(large));
+    expect(compacted.object.properties).not.toHaveProperty("relatedEntities");
+    expect(compacted.object.properties.title).toBe(small.object.properties.title);
     expect(send.inputs.authentication).toEqual({ type: "ManagedServiceIdentity", audience: "https://servicebus.azure.net" });
     expect(JSON.parse(send.inputs.headers.BrokerProperties.replace(/@\{[^"]*\}/, "x"))).toEqual({ MessageId: "x" });
     expect(workflow.inputs.identity).toEqual({ type: "SystemAssigned" });

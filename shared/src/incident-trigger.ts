@@ -75,3 +75,24 @@ export function parseIncidentTrigger(body: unknown): ParsedTrigger {
     eventType: trigger.objectEventType ?? "Create",
   };
 }
+
+/**
+ * What the intake playbook does to a trigger body too large for one Service Bus message (256 KiB
+ * on the Standard tier): above `aboveChars` characters of JSON it drops the incident's lists the
+ * intake can read back from the Sentinel API (entities) or does not use (alerts, comments,
+ * bookmarks). 64,000 characters stay under 256 KiB in UTF-8 whatever the text. The playbook's
+ * workflow expression and the local runtime's stand-in for it are both built from this.
+ */
+export const triggerBodyCompaction = {
+  aboveChars: 64_000,
+  droppedProperties: ["relatedEntities", "alerts", "comments", "bookmarks"],
+} as const;
+
+export function compactTriggerBody(body: unknown): unknown {
+  if (JSON.stringify(body).length <= triggerBodyCompaction.aboveChars) return body;
+  const object = (body as { object?: { properties?: unknown } } | null)?.object;
+  if (!object || typeof object.properties !== "object" || object.properties === null) return body;
+  const properties = { ...(object.properties as Record<string, unknown>) };
+  for (const key of triggerBodyCompaction.droppedProperties) delete properties[key];
+  return { ...(body as Record<string, unknown>), object: { ...object, properties } };
+}

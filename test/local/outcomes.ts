@@ -93,9 +93,33 @@ export function checkExpectations(outcome: IncidentOutcome, expect: SampleIncide
   return problems;
 }
 
+const unescapeHtml = (html: string) =>
+  html.replace(/<[^>]*>/g, "").replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&amp;/g, "&");
+
+/** What the "analysis started" comment says was left out: entities ignored, and artifacts over the per-incident limit. */
+function notAnalysed(comments: readonly string[]): string[] {
+  const started = comments.find((c) => c.includes("ANY.RUN Sandbox: analysis started") || c.includes("no URL or file the sandbox can analyse"));
+  if (!started) return [];
+  const lines: string[] = [];
+  const limit = /<p>Not analysed: (\d+) artifact\(s\) over the limit of (\d+) /.exec(started);
+  if (limit) lines.push(`not analysed: ${limit[1]} artifact(s) over MAX_ARTIFACTS_PER_INCIDENT (${limit[2]}), listed in the started comment`);
+  const ignored = /Ignored(?: entities)?: (.*?)\.?<\/p>/.exec(started);
+  if (ignored) lines.push(`ignored entities: ${unescapeHtml(ignored[1]!)}`);
+  return lines;
+}
+
+/** Incident strings printed to a terminal: control characters (line breaks, escape sequences) shown as \\uXXXX. */
+const printable = (text: string) => text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+
 export function formatOutcome(outcome: IncidentOutcome): string {
+  return formatOutcomeLines(outcome).map(printable).join("\n");
+}
+
+function formatOutcomeLines(outcome: IncidentOutcome): string[] {
   const lines = [`Incident ${outcome.incidentId} — ${outcome.title}`];
-  for (const job of outcome.jobs) {
+  // In the order the intake recorded them (entity order, files first).
+  const jobs = [...outcome.jobs].sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  for (const job of jobs) {
     const name = `${job.artifact.kind} ${artifactName(job)}`;
     if (job.status === "enriched" && job.verdict) {
       lines.push(`  ${name}: ${job.verdict.threatLevelText} (threat level ${job.verdict.threatLevel}, score ${job.verdict.score}) ${job.taskUrl ?? ""}`);
@@ -105,8 +129,9 @@ export function formatOutcome(outcome: IncidentOutcome): string {
       lines.push(`  ${name}: ${job.status}${job.failure ? ` — ${job.failure}` : ""}`);
     }
   }
+  lines.push(...notAnalysed(outcome.comments).map((line) => `  ${line}`));
   lines.push(`  labels: ${outcome.labels.join(", ") || "(none)"}`);
   lines.push(`  indicators uploaded: ${outcome.indicators.length}`);
   lines.push(`  comments: ${outcome.comments.length}`);
-  return lines.join("\n");
+  return lines;
 }

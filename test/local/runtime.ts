@@ -6,6 +6,7 @@ import { ServiceBusClient } from "@azure/service-bus";
 import { BlobServiceClient } from "@azure/storage-blob";
 import { createLogger, type Logger } from "@connector/shared/logger";
 import { queues, storageDefaults } from "@connector/shared/topology";
+import { compactTriggerBody } from "@connector/shared/incident-trigger";
 import { JobStore } from "@connector/shared/job-store";
 import { startAzurite, type AzuriteInstance } from "./azurite.ts";
 import { startServiceBusBroker } from "./servicebus/index.ts";
@@ -195,7 +196,8 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       sentinel,
       jobs,
       async pushIncident(body, messageId) {
-        await intakeSender.sendMessages({ body, contentType: "application/json", ...(messageId ? { messageId } : {}) });
+        // As the intake playbook sends it: a body too large for one message loses its entity lists.
+        await intakeSender.sendMessages({ body: compactTriggerBody(body), contentType: "application/json", ...(messageId ? { messageId } : {}) });
       },
       seed(sample) {
         const parsed = sample.body as { workspaceId: string; workspaceInfo: { SubscriptionId: string; ResourceGroupName: string; WorkspaceName: string }; object: { name: string; properties: Record<string, unknown> } };

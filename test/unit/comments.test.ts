@@ -78,6 +78,16 @@ describe("comments", () => {
     expect(startedComment([], many).length).toBeLessThanOrEqual(commentLimit);
   });
 
+  it("names at most 50 artifacts over the per-incident limit and counts the rest, keeping the ignored entities", () => {
+    const urls: UrlArtifact[] = Array.from({ length: 3000 }, (_, i) => ({ kind: "url", artifactId: `url-${i}`, url: `https://bulk.example/${i}` }));
+    const html = startedComment(urls.slice(0, 25), [{ kind: "Url", reason: "not an http(s) URL" }], { max: 25, artifacts: urls.slice(25) });
+    expect(html).toContain("<p>Not analysed: 2975 artifact(s) over the limit of 25 analysed artifacts per incident (MAX_ARTIFACTS_PER_INCIDENT):</p>");
+    expect(html).toContain("<li>URL <code>https://bulk.example/74</code></li><li>and 2925 more</li></ul>");
+    expect(html).not.toContain("https://bulk.example/75<");
+    expect(html).toContain("<p>Ignored entities: Url (not an http(s) URL)</p>");
+    expect(html).not.toContain("(truncated)");
+  });
+
   it("cuts an overlong comment before a tag or character reference, never through one", () => {
     for (let pad = 0; pad < 12; pad++) {
       // The padding moves where the limit falls relative to the escaped text.

@@ -110,6 +110,24 @@ describe("extractArtifacts", () => {
     expect(on.artifacts).toEqual([expect.objectContaining({ kind: "file", fileName: "salaries.xlsx", hashes: {} })]);
   });
 
+  it("says why when several files and hashes come without references to tell which hash is whose", () => {
+    const device = { additionalData: { MdatpDeviceId: "b".repeat(40) } };
+    const { artifacts, ignored } = extractArtifacts([
+      { kind: "File", properties: { fileName: "a.exe", directory: "C:\\t", ...device } },
+      { kind: "File", properties: { fileName: "b.exe", directory: "C:\\t", ...device } },
+      { kind: "FileHash", properties: { algorithm: "SHA256", hashValue: "e".repeat(64) } },
+      { kind: "FileHash", properties: { algorithm: "SHA256", hashValue: "f".repeat(64) } },
+    ]);
+    expect(ignored.map((i) => i.reason)).toEqual([
+      "its hash cannot be told apart from the other files' (no fileHashEntityIds), so it is not collected (COLLECT_FILES_WITHOUT_HASH)",
+      "its hash cannot be told apart from the other files' (no fileHashEntityIds), so it is not collected (COLLECT_FILES_WITHOUT_HASH)",
+    ]);
+    expect(artifacts.map((a) => (a.kind === "hash" ? a.reason : a.kind))).toEqual([
+      "not linked to one of the incident's File entities (no fileHashEntityIds): the file cannot be collected with Live Response",
+      "not linked to one of the incident's File entities (no fileHashEntityIds): the file cannot be collected with Live Response",
+    ]);
+  });
+
   it("normalises URLs without changing path or query", () => {
     expect(normaliseUrl("HTTP://EXAMPLE.com:80/Path?Q=A#x")).toBe("http://example.com/Path?Q=A");
     expect(normaliseUrl("ftp://example.com/")).toBeUndefined();

@@ -33,6 +33,9 @@ export function describeArtifact(a: Artifact): string {
   }
 }
 
+/** Over-limit artifacts named one by one; the rest are counted, so the comment keeps its other parts. */
+const overLimitNamed = 50;
+
 export function startedComment(
   artifacts: readonly Artifact[],
   ignored: readonly { kind: string; reason: string }[],
@@ -49,14 +52,17 @@ export function startedComment(
         .join("")}</ul>`,
     );
   }
+  // Before the over-limit list, the longest and least important part, which a cut would take first.
+  if (ignored.length) parts.push(`<p>Ignored entities: ${ignoredText(ignored)}</p>`);
   if (limit?.artifacts.length) {
+    const named = limit.artifacts.slice(0, overLimitNamed);
+    const more = limit.artifacts.length - named.length;
     parts.push(
-      `<p>Not analysed: over the limit of ${limit.max} analysed artifacts per incident (MAX_ARTIFACTS_PER_INCIDENT):</p><ul>${limit.artifacts
+      `<p>Not analysed: ${limit.artifacts.length} artifact(s) over the limit of ${limit.max} analysed artifacts per incident (MAX_ARTIFACTS_PER_INCIDENT):</p><ul>${named
         .map((a) => `<li>${describeArtifact(a)}</li>`)
-        .join("")}</ul>`,
+        .join("")}${more ? `<li>and ${more} more</li>` : ""}</ul>`,
     );
   }
-  if (ignored.length) parts.push(`<p>Ignored entities: ${ignoredText(ignored)}</p>`);
   return fit(parts.join(""));
 }
 

@@ -119,6 +119,8 @@ export function extractArtifacts(entities: readonly SentinelEntity[], options: E
       .map((r) => (typeof r === "string" ? byId.get(resolvableId(r) ?? "") : undefined))
       .filter((x): x is SentinelEntity => x !== undefined && x.kind === "FileHash");
     if (hashEntities.length === 0 && files.length === 1) hashEntities = fileHashes;
+    // Several files, several hashes and no references: which hash is whose cannot be told.
+    const hashUnattributable = hashEntities.length === 0 && fileHashes.length > 0;
     const hashes: Hashes = Object.assign({}, ...hashEntities.map(hashOf));
     hashEntities.forEach((h) => usedHashEntities.add(h));
 
@@ -133,7 +135,12 @@ export function extractArtifacts(entities: readonly SentinelEntity[], options: E
 
     const collectable = fileName && directory && deviceId;
     if (collectable && isEmpty(hashes) && !options.collectFilesWithoutHash) {
-      ignored.push({ kind: "File", reason: "no hash to check the collected file against, so it is not collected (COLLECT_FILES_WITHOUT_HASH)" });
+      ignored.push({
+        kind: "File",
+        reason: hashUnattributable
+          ? "its hash cannot be told apart from the other files' (no fileHashEntityIds), so it is not collected (COLLECT_FILES_WITHOUT_HASH)"
+          : "no hash to check the collected file against, so it is not collected (COLLECT_FILES_WITHOUT_HASH)",
+      });
     } else if (collectable) {
       const host = hostsWithDevice.find((h) => hostDeviceId(h) === deviceId);
       const identity = `${deviceId}|${directory.toLowerCase()}|${fileName.toLowerCase()}|${hashKey(hashes)}`;
@@ -173,7 +180,10 @@ export function extractArtifacts(entities: readonly SentinelEntity[], options: E
       kind: "hash",
       artifactId: `hash-${shortDigest(hashKey(hashes))}`,
       hashes,
-      reason: "hash only (no file path or host): the file cannot be collected with Live Response",
+      reason:
+        files.length > 1
+          ? "not linked to one of the incident's File entities (no fileHashEntityIds): the file cannot be collected with Live Response"
+          : "hash only (no file path or host): the file cannot be collected with Live Response",
     };
     add(artifact);
   }
