@@ -27,6 +27,11 @@ const patterns: [RegExp, string][] = [
   [/(Bearer\s+)[A-Za-z0-9._~+/=-]+/gi, "$1REDACTED"],
   [/(API-Key\s+)[^\s"',\\]+/gi, "$1REDACTED"],
   [/(aeg-sas-key["']?\s*[:=]\s*["']?)[^"',\s\\]+/gi, "$1REDACTED"],
+  // Azure Functions keys: the `code` query parameter and the x-functions-key header.
+  [/([?&]code=)[^&\s"'<>\\]+/gi, "$1REDACTED"],
+  [/(x-functions-key["']?\s*[:=]\s*["']?)[^"',\s\\]+/gi, "$1REDACTED"],
+  // JSON properties that name a secret: "apiKey": "…", "client_secret": "…", "password": "…".
+  [/("(?:api[-_]?key|client[-_]?secret|password|access[-_]?token|refresh[-_]?token)"\s*:\s*")[^"\\]+/gi, "$1REDACTED"],
 ];
 
 export function redact(text: string): string {

@@ -16,6 +16,15 @@ describe("redact", () => {
     expect(redact('{"Authorization":"API-Key abcdef123456"}')).toBe('{"Authorization":"API-Key REDACTED"}');
   });
 
+  it("masks Azure Functions keys and JSON properties that name a secret", () => {
+    expect(redact("https://app.azurewebsites.net/api/replay?code=abc123XYZ==&x=1")).toBe("https://app.azurewebsites.net/api/replay?code=REDACTED&x=1");
+    expect(redact('{"x-functions-key":"abc123XYZ"}')).toBe('{"x-functions-key":"REDACTED"}');
+    expect(redact("x-functions-key: abc123XYZ")).toBe("x-functions-key: REDACTED");
+    expect(redact('{"apiKey":"k1","client_secret":"s1","Password":"p1","access_token":"t1","name":"kept"}')).toBe(
+      '{"apiKey":"REDACTED","client_secret":"REDACTED","Password":"REDACTED","access_token":"REDACTED","name":"kept"}',
+    );
+  });
+
   it("keeps a serialised log line valid JSON when a signature ends a quoted string inside a string", () => {
     const lines: string[] = [];
     const logger = createLogger({ level: "info", sink: (_l, line) => lines.push(line) });
