@@ -39,15 +39,28 @@ function arg(name: string): string | undefined {
   return i >= 0 ? process.argv[i + 1] : undefined;
 }
 
+const usage = `Usage: npm run upload-library-scripts -w infra-pulumi -- (--stack <tenant> | --outputs <file.json>) [--scripts-dir <dir>] [--dry-run]
+
+Uploads services/scripts' Live Response scripts to the tenant's MDE library when their SHA-256
+differs. --stack reads \`pulumi stack output libraryUpload\` (needs the Pulumi CLI); --outputs reads
+that output saved as JSON. MDE_UPLOADER_CLIENT_SECRET overrides the Key Vault lookup of the secret.`;
+
+class UsageError extends Error {}
+
 function readOutputs(): LibraryUploadOutput {
   const file = arg("--outputs");
   if (file) return JSON.parse(readFileSync(file, "utf8")) as LibraryUploadOutput;
   const stack = arg("--stack");
-  if (!stack) throw new Error("Pass --stack <tenant> (or --outputs <file.json>)");
-  const json = execFileSync("pulumi", ["stack", "output", "libraryUpload", "--json", "--stack", stack], {
-    cwd: projectDir,
-    encoding: "utf8",
-  });
+  if (!stack) throw new UsageError("Pass --stack <tenant> (or --outputs <file.json>).");
+  let json: string;
+  try {
+    json = execFileSync("pulumi", ["stack", "output", "libraryUpload", "--json", "--stack", stack], { cwd: projectDir, encoding: "utf8" });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+      throw new Error("The Pulumi CLI is not on PATH: install it (https://www.pulumi.com/docs/install/), or save `pulumi stack output libraryUpload --json` to a file and pass --outputs <file.json>");
+    }
+    throw err;
+  }
   return JSON.parse(json) as LibraryUploadOutput;
 }
 
@@ -72,6 +85,10 @@ async function clientSecret(outputs: LibraryUploadOutput): Promise<string> {
 }
 
 async function main(): Promise<void> {
+  if (process.argv.includes("--help") || process.argv.includes("-h")) {
+    console.log(usage);
+    return;
+  }
   const outputs = readOutputs();
   if (!outputs.enabled) throw new Error("This stack has defender.libraryUploader disabled");
   const dir = path.resolve(arg("--scripts-dir") ?? path.join(projectDir, "../services/scripts"));
@@ -98,5 +115,6 @@ async function main(): Promise<void> {
 
 main().catch((error: unknown) => {
   console.error(error instanceof Error ? error.message : error);
-  process.exitCode = 1;
+  if (error instanceof UsageError) console.error(`\n${usage}`);
+  process.exitCode = error instanceof UsageError ? 2 : 1;
 });

@@ -1,3 +1,4 @@
+import net from "node:net";
 import { spawn } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -122,16 +123,16 @@ describe("replay CLI (tsx, against the local broker)", () => {
     expect(broker.messages(intake, "active")[0]!.messageId).toBe("cli-1:replay:1");
   });
 
-  it("exits 2 with usage on bad arguments and 1 on an unknown entity", async () => {
+  it("exits 2 on bad arguments (with usage) and on an unknown entity, 1 when it cannot reach the dead letters", async () => {
     const bad = await runCli(["list", "--older-than", "soon"]);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain("--older-than: Invalid duration 'soon'");
     expect(bad.stderr).toContain("Usage: npm run replay");
     const unknown = await runCli(["list", "--entity", "nope"]);
-    expect(unknown.code).toBe(1);
+    expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain("Unknown entity 'nope'");
     const unknownEg = await runCli(["eventgrid", "list", "--entity", "nope"]);
-    expect(unknownEg.code).toBe(1);
+    expect(unknownEg.code).toBe(2);
     expect(unknownEg.stderr).toContain("Unknown Event Grid topic or subscription 'nope'");
     // An empty filter value (an unset shell variable) is refused, never read as "everything".
     for (const args of [["--id", ""], ["--id", ","], ["--reason", ""], ["--entity", ""]]) {
@@ -141,6 +142,16 @@ describe("replay CLI (tsx, against the local broker)", () => {
     }
     const noConnection = await runCli(["list"], { SERVICEBUS_CONNECTION: "" });
     expect(noConnection.code).toBe(1);
+    // Nothing listens on a port just freed: the message says why fetch failed.
+    const closed = await new Promise<number>((resolve) => {
+      const server = net.createServer().listen(0, "127.0.0.1", () => {
+        const { port } = server.address() as net.AddressInfo;
+        server.close(() => resolve(port));
+      });
+    });
+    const unreachable = await runCli(["list", "--function-url", `http://127.0.0.1:${closed}/api`], { REPLAY_FUNCTION_KEY: "k" });
+    expect(unreachable.code).toBe(1);
+    expect(unreachable.stderr).toMatch(/replay: fetch failed \(.*ECONNREFUSED.*\)/);
   });
 });
 

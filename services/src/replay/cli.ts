@@ -242,8 +242,14 @@ run(process.argv.slice(2)).then(
       err(`replay: ${(e as Error).message}\n\n${usage}`);
       process.exit(2);
     }
-    const known = e instanceof ConfigError || e instanceof UnknownEntityError;
-    err(`replay: ${redact(known ? (e as Error).message : e instanceof Error ? e.message : String(e))}`);
+    if (e instanceof UnknownEntityError) {
+      // A misspelt entity is a usage error like any other argument.
+      err(`replay: ${e.message}`);
+      process.exit(2);
+    }
+    // fetch says only "fetch failed"; the reason (refused, DNS, TLS) is its cause.
+    const cause = e instanceof Error && e.cause instanceof Error ? ` (${e.cause.message})` : "";
+    err(`replay: ${redact(e instanceof Error ? e.message + cause : String(e))}`);
     process.exit(1);
   },
 );
