@@ -215,6 +215,10 @@ esac
 case "/$original_path/" in
   */../*|*/./*) finish bad_args "original path has dot segments" ;;
 esac
+# Kernel pseudo-filesystems and the macOS network automount are not where a detected file lives.
+case "$original_path" in
+  /proc/*|/sys/*|/dev/*|/net/*) finish bad_args "original path is on a pseudo or network filesystem" ;;
+esac
 case "$file_name" in
   */*) finish bad_args "file name has a slash" ;;
 esac

@@ -216,19 +216,21 @@ describe("anyrun-collect.sh through the MDE double and Azurite", () => {
     }
   });
 
-  it("refuses a network path or dot segments even when an envelope carries them (bad_args, nothing reached)", async () => {
+  it("refuses a network or pseudo-filesystem path or dot segments even when an envelope carries them (bad_args, nothing reached)", async () => {
     const { blobName, uploadUrl } = newBlob();
     const fields = argsFor({ uploadUrl }).split(".");
     for (const [path, detail] of [
       ["//evil-host/share/a.sh", "original path not absolute"],
       ["/tmp/../etc/shadow", "original path has dot segments"],
+      ["/proc/self/environ", "original path is on a pseudo or network filesystem"],
+      ["/net/evil-host/share/a.sh", "original path is on a pseudo or network filesystem"],
     ] as const) {
       fields[3] = Buffer.from(path).toString("base64url");
       const run = await collect(linuxId, fields.join("."));
       expect(run.outcome).toMatchObject({ ok: false, status: "bad_args", exitCode: 2, report: { detail } });
       expect(run.run.leftovers).toEqual([]);
     }
-    expect(mde.mdatpCalls(linuxId).filter((c) => c.includes("evil-host") || c.includes("shadow"))).toEqual([]);
+    expect(mde.mdatpCalls(linuxId).filter((c) => c.includes("evil-host") || c.includes("shadow") || c.includes("environ"))).toEqual([]);
     expect(await readBlob(blobs, container, blobName)).toBeUndefined();
   });
 

@@ -38,11 +38,12 @@ describe("encodeCollectArgs / decodeCollectArgs", () => {
     for (const originalPath of ["\\\\evil-host\\share\\a.exe", "\\\\.\\pipe\\a.exe", "\\\\?\\UNC\\h\\s\\a.exe", "a.exe", "C:a.exe", "C:\\Users\\..\\..\\a.exe"]) {
       expect(() => encodeCollectArgs({ ...base, originalPath, os: "windows" }), originalPath).toThrow(CollectArgsError);
     }
-    for (const originalPath of ["//evil-host/share/a.exe", "tmp/a.exe", "/tmp/../etc/a.exe", "/tmp/./a.exe"]) {
+    for (const originalPath of ["//evil-host/share/a.exe", "tmp/a.exe", "/tmp/../etc/a.exe", "/tmp/./a.exe", "/proc/self/environ", "/sys/kernel/x", "/dev/sda", "/net/evil-host/a.exe"]) {
       expect(() => encodeCollectArgs({ ...base, originalPath, os: "linux" }), originalPath).toThrow(CollectArgsError);
     }
     expect(encodeCollectArgs({ ...base, originalPath: "D:\\drop\\a.exe", os: "windows" })).toMatch(/^v1\.windows\./);
     expect(encodeCollectArgs({ ...base, originalPath: "/Users/x/Downloads/..a.exe", os: "macos" })).toMatch(/^v1\.macos\./);
+    expect(encodeCollectArgs({ ...base, originalPath: "/home/dev/processes/a.sh", os: "linux" })).toMatch(/^v1\.linux\./);
   });
 
   it("keeps a trailing newline and non-ASCII text exactly", () => {

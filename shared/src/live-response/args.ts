@@ -90,6 +90,8 @@ export function assertLocalPath(path: string, os: CollectOs): void {
   const local = os === "windows" ? /^[A-Za-z]:\\/.test(path) && !path.includes('"') : path.startsWith("/") && !path.startsWith("//");
   if (!local) throw new CollectArgsError(os === "windows" ? "originalPath must be a local drive path (C:\\…) without quotes, not a network or device path" : "originalPath must be an absolute local path");
   if (path.split(/[\\/]/).some((segment) => segment === ".." || segment === ".")) throw new CollectArgsError("originalPath must not contain . or .. segments");
+  // Kernel pseudo-filesystems and the macOS network automount are not where a detected file lives.
+  if (os !== "windows" && /^\/(proc|sys|dev|net)\//.test(path)) throw new CollectArgsError("originalPath must not be on a pseudo or network filesystem (/proc, /sys, /dev, /net)");
 }
 
 function checkHash(kind: keyof typeof hashPatterns, value: string | undefined): string {
