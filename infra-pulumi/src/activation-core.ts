@@ -7,8 +7,9 @@
  * 2. sync triggers: a package placed in the deployment container by anything but OneDeploy must
  *    have its triggers synced by hand (Functions deployment docs), or the scale controller never
  *    learns about the Service Bus triggers and ARM lists no functions;
- * 3. wait until ARM lists every function of the topology: Event Grid validates an Azure Function
- *    destination when a subscription is created, so the subscriptions are created only after this.
+ * 3. wait until ARM lists every function of the topology (restarting and syncing again now and
+ *    then while some are missing): Event Grid validates an Azure Function destination when a
+ *    subscription is created, so the subscriptions are created only after this.
  *
  * Self-contained on purpose (global fetch, injected token): the Pulumi dynamic provider that calls
  * it is serialized into the provider process.
@@ -27,6 +28,12 @@ export interface ActivationRequest {
   pollMs?: number;
   /** Sync triggers again this often while functions are missing. Default 60 s. */
   resyncMs?: number;
+  /**
+   * Restart again this often while functions are missing. Default 3 minutes: a role granted just
+   * before the first restart may not have reached Key Vault yet, and a host whose Key Vault
+   * reference did not resolve refuses its settings and indexes no function until it restarts.
+   */
+  restartMs?: number;
 }
 
 export interface ActivationDeps {
@@ -39,6 +46,7 @@ export interface ActivationDeps {
 export interface ActivationResult {
   functions: string[];
   syncCalls: number;
+  restarts: number;
 }
 
 const apiVersion = "2024-04-01";
@@ -68,15 +76,23 @@ export async function activateFunctionApp(request: ActivationRequest, deps: Acti
   const started = now();
   const timedOut = () => now() - started >= timeoutMs;
 
+  const restartMs = request.restartMs ?? 3 * 60_000;
+  let restarts = 0;
+  let lastRestart = 0;
   // A host that is still starting answers 400/409/429/5xx for a while: every step retries until the deadline.
-  for (;;) {
-    const response = await call("POST", "/restart");
-    if (response.status === 200 || response.status === 204) break;
-    if (response.status === 401 || response.status === 403) throw refused("restart", response);
-    await note("restart", response);
-    if (timedOut()) throw new Error(`The Function App could not be restarted within ${Math.round(timeoutMs / 1000)} s (${lastProblem})`);
-    await sleep(pollMs);
-  }
+  const restart = async () => {
+    for (;;) {
+      const response = await call("POST", "/restart");
+      if (response.status === 200 || response.status === 204) break;
+      if (response.status === 401 || response.status === 403) throw refused("restart", response);
+      await note("restart", response);
+      if (timedOut()) throw new Error(`The Function App could not be restarted within ${Math.round(timeoutMs / 1000)} s (${lastProblem})`);
+      await sleep(pollMs);
+    }
+    restarts++;
+    lastRestart = now();
+  };
+  await restart();
 
   let syncCalls = 0;
   const sync = async () => {
@@ -100,13 +116,17 @@ export async function activateFunctionApp(request: ActivationRequest, deps: Acti
   let lastSync = Number.NEGATIVE_INFINITY;
   let listed: string[] = [];
   for (;;) {
+    if (now() - lastRestart >= restartMs) {
+      await restart();
+      lastSync = Number.NEGATIVE_INFINITY;
+    }
     if (now() - lastSync >= resyncMs) {
       await sync();
       lastSync = now();
     }
     listed = (await listFunctions()) ?? listed;
     const missing = request.expectedFunctions.filter((name) => !listed.includes(name));
-    if (missing.length === 0) return { functions: listed, syncCalls };
+    if (missing.length === 0) return { functions: listed, syncCalls, restarts };
     if (timedOut()) {
       throw new Error(
         `The Function App did not list ${missing.join(", ")} within ${Math.round(timeoutMs / 1000)} s after restart and trigger sync ` +

@@ -23,9 +23,18 @@ afterEach(async () => {
   server = undefined;
 });
 
-async function startArm(behaviour: { listAfterSyncs: number; syncStatus?: number; listed?: string[]; restartFailures?: number; listFailures?: number }) {
+async function startArm(behaviour: {
+  listAfterSyncs: number;
+  /** The host indexes its functions only from this restart on (a Key Vault reference resolved late). */
+  listAfterRestarts?: number;
+  syncStatus?: number;
+  listed?: string[];
+  restartFailures?: number;
+  listFailures?: number;
+}) {
   const calls: ArmCall[] = [];
   let syncs = 0;
+  let restarts = 0;
   let restartFailures = behaviour.restartFailures ?? 0;
   let listFailures = behaviour.listFailures ?? 0;
   server = createServer((req: IncomingMessage, res) => {
@@ -37,6 +46,8 @@ async function startArm(behaviour: { listAfterSyncs: number; syncStatus?: number
     };
     if (req.method === "POST" && url.pathname === `${appId}/restart`) {
       if (restartFailures-- > 0) return json(429, { error: { code: "TooManyRequests" } });
+      restarts++;
+      syncs = 0;
       return json(200, {});
     }
     if (req.method === "POST" && url.pathname === `${appId}/syncfunctiontriggers`) {
@@ -46,7 +57,8 @@ async function startArm(behaviour: { listAfterSyncs: number; syncStatus?: number
     if (req.method === "GET" && url.pathname === `${appId}/functions`) {
       // What ARM answers while the host is still starting.
       if (listFailures-- > 0) return json(400, { Code: "BadRequest", Message: "Encountered an error (ServiceUnavailable) from host runtime." });
-      const names = syncs >= behaviour.listAfterSyncs ? (behaviour.listed ?? expected) : [];
+      const indexed = syncs >= behaviour.listAfterSyncs && restarts >= (behaviour.listAfterRestarts ?? 1);
+      const names = indexed ? (behaviour.listed ?? expected) : [];
       return json(200, { value: names.map((n) => ({ id: `${appId}/functions/${n}`, name: `func-contoso/${n}`, properties: { name: n } })) });
     }
     return json(404, { error: { code: "NotFound" } });
@@ -76,6 +88,19 @@ describe("activateFunctionApp", () => {
     expect(arm.calls.every((c) => c.auth === "Bearer arm-token" && c.apiVersion === "2024-04-01")).toBe(true);
     // Listing polls every 10 s; the second sync came 30 s after the first.
     expect(arm.calls.filter((c) => c.method === "GET").length).toBe(4);
+  });
+
+  it("restarts again while functions are missing, so a Key Vault reference that resolves late is picked up", async () => {
+    const arm = await startArm({ listAfterSyncs: 1, listAfterRestarts: 2 });
+    const result = await activateFunctionApp(
+      { appId, expectedFunctions: expected, armBaseUrl: arm.armBaseUrl, pollMs: 10_000, resyncMs: 60_000, restartMs: 120_000 },
+      { getToken: async () => "t", ...fakeTime() },
+    );
+    expect(result.functions.sort()).toEqual([...expected].sort());
+    expect(result.restarts).toBe(2);
+    // Each restart is followed by a trigger sync.
+    const actions = arm.calls.filter((c) => c.method === "POST").map((c) => c.path.split("/").pop());
+    expect(actions).toEqual(["restart", "syncfunctiontriggers", "syncfunctiontriggers", "restart", "syncfunctiontriggers"]);
   });
 
   it("fails with the missing functions named when the host never lists them", async () => {
