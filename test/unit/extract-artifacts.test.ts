@@ -128,6 +128,34 @@ describe("extractArtifacts", () => {
     ]);
   });
 
+  it("names a file by device and path, not by the hashes known of it or the folder's spelling", () => {
+    const device = { additionalData: { MdatpDeviceId: "b".repeat(40) } };
+    const sha1 = { kind: "FileHash", properties: { algorithm: "SHA1", hashValue: "a".repeat(40) } };
+    const sha256 = { kind: "FileHash", properties: { algorithm: "SHA256", hashValue: "e".repeat(64) } };
+    const idOf = (directory: string, fileName: string, hashes: unknown[]) =>
+      extractArtifacts([{ kind: "File", properties: { fileName, directory, ...device } }, ...(hashes as never[])]).artifacts.find((a) => a.kind === "file")?.artifactId;
+    const first = idOf("C:\\Drop", "b.exe", [sha1]);
+    expect(first).toMatch(/^file-/);
+    expect(idOf("C:\\Drop", "b.exe", [sha1, sha256])).toBe(first);
+    expect(idOf("c:\\drop\\", "B.EXE", [sha256])).toBe(first);
+    expect(idOf("C:/Drop/", "b.exe", [sha1])).toBe(first);
+    // Linux and macOS paths keep their case.
+    expect(idOf("/tmp/Drop", "b.sh", [sha1])).not.toBe(idOf("/tmp/drop", "b.sh", [sha1]));
+    expect(idOf("/tmp/drop/", "b.sh", [sha1])).toBe(idOf("/tmp/drop", "b.sh", [sha1]));
+    expect(idOf("/", "b.sh", [sha1])).toMatch(/^file-/);
+  });
+
+  it("merges the hashes of two File entities of the same file", () => {
+    const device = { additionalData: { MdatpDeviceId: "b".repeat(40) } };
+    const { artifacts } = extractArtifacts([
+      { id: "f1", kind: "File", properties: { fileName: "b.exe", directory: "C:\\Drop", fileHashEntityIds: ["h1"], ...device } },
+      { id: "f2", kind: "File", properties: { fileName: "b.exe", directory: "C:\\Drop\\", fileHashEntityIds: ["h2"], ...device } },
+      { id: "h1", kind: "FileHash", properties: { algorithm: "SHA1", hashValue: "a".repeat(40) } },
+      { id: "h2", kind: "FileHash", properties: { algorithm: "SHA256", hashValue: "e".repeat(64) } },
+    ]);
+    expect(artifacts).toEqual([expect.objectContaining({ kind: "file", hashes: { sha1: "a".repeat(40), sha256: "e".repeat(64) } })]);
+  });
+
   it("normalises URLs without changing path or query", () => {
     expect(normaliseUrl("HTTP://EXAMPLE.com:80/Path?Q=A#x")).toBe("http://example.com/Path?Q=A");
     expect(normaliseUrl("ftp://example.com/")).toBeUndefined();

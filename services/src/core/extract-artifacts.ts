@@ -69,6 +69,17 @@ function resolvableId(id: string | undefined): string | undefined {
   return id && !/\/entities\/?$/i.test(id) ? id.toLowerCase() : undefined;
 }
 
+/** A drive letter or a backslash: a Windows path, where case does not matter. */
+function windowsStyle(directory: string): boolean {
+  return /^[A-Za-z]:/.test(directory) || directory.includes("\\");
+}
+
+/** One spelling per folder: Windows paths case-folded with backslashes; no trailing separator. */
+function normaliseDirectory(directory: string): string {
+  const unified = windowsStyle(directory) ? directory.replace(/\//g, "\\").toLowerCase() : directory;
+  return unified.replace(/[\\/]+$/, "") || unified.slice(0, 1);
+}
+
 export interface ExtractOptions {
   /** Collect a File entity with no hash (nothing can then check the collected file). Default false. */
   collectFilesWithoutHash?: boolean;
@@ -94,7 +105,10 @@ export function extractArtifacts(entities: readonly SentinelEntity[], options: E
 
   const artifacts = new Map<string, Artifact>();
   const add = (artifact: Artifact) => {
-    if (!artifacts.has(artifact.artifactId)) artifacts.set(artifact.artifactId, artifact);
+    const known = artifacts.get(artifact.artifactId);
+    if (!known) artifacts.set(artifact.artifactId, artifact);
+    // Two File entities of one file: keep every hash either carries.
+    else if (known.kind === "file" && artifact.kind === "file") known.hashes = { ...artifact.hashes, ...known.hashes };
   };
 
   for (const e of entities.filter((x) => x.kind === "Url")) {
@@ -143,7 +157,9 @@ export function extractArtifacts(entities: readonly SentinelEntity[], options: E
       });
     } else if (collectable) {
       const host = hostsWithDevice.find((h) => hostDeviceId(h) === deviceId);
-      const identity = `${deviceId}|${directory.toLowerCase()}|${fileName.toLowerCase()}|${hashKey(hashes)}`;
+      // The file on the device, not what is known of it: a later trigger that adds a SHA-256 to a
+      // SHA-1, or spells the folder with a trailing separator, names the same file.
+      const identity = `${deviceId}|${normaliseDirectory(directory)}|${windowsStyle(directory) ? fileName.toLowerCase() : fileName}`;
       const artifact: FileArtifact = {
         kind: "file",
         artifactId: `file-${shortDigest(identity)}`,
