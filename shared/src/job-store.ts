@@ -42,6 +42,10 @@ export interface JobRecord {
   reportedSha256?: string;
   /** When the paid submission call started: history lookups of an uncertain submission start here. */
   submittingAt?: string;
+  /** An enrichment of this job runs until then: a concurrent delivery of its event waits. */
+  enrichingUntil?: string;
+  /** Indicators accepted by Sentinel TI for this job: a redelivery does not upload the set again. */
+  indicatorsUploaded?: number;
   /** ANY.RUN answered 202 with a queue id: the task exists but has no permanent id yet. */
   queueTaskId?: string;
   /** Sandbox environment chosen from the endpoint (env_os, env_version, env_bitness). */
@@ -97,6 +101,8 @@ function fromEntity(entity: TableEntityResult<Record<string, unknown>>): JobReco
     ...(opt("sampleSha256") ? { sampleSha256: opt("sampleSha256") } : {}),
     ...(opt("reportedSha256") ? { reportedSha256: opt("reportedSha256") } : {}),
     ...(opt("submittingAt") ? { submittingAt: opt("submittingAt") } : {}),
+    ...(opt("enrichingUntil") ? { enrichingUntil: opt("enrichingUntil") } : {}),
+    ...(typeof entity["indicatorsUploaded"] === "number" ? { indicatorsUploaded: entity["indicatorsUploaded"] } : {}),
     ...(opt("queueTaskId") ? { queueTaskId: opt("queueTaskId") } : {}),
     ...(opt("failure") ? { failure: opt("failure") } : {}),
     ...(opt("sandboxEnvironment") ? { sandboxEnvironment: json("sandboxEnvironment") } : {}),

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { handleIncidentTrigger, commentIds } from "@connector/services/core/intake";
 import { handleAnalysisWatch } from "@connector/services/core/watch-analysis";
 import { handleAnalysisCompleted } from "@connector/services/core/enrich";
-import { InvalidInputError } from "@connector/shared/errors";
+import { InvalidInputError, RetryLaterError } from "@connector/shared/errors";
 import { ApiError } from "@connector/shared/clients/http";
 import { coreDeps, incident } from "./support/core-deps.ts";
 
@@ -181,6 +181,45 @@ describe("enrichment", () => {
     expect(ctx.recorded.uploads.map((u) => u.length)).toEqual([100, 100, 50]);
     expect(await handleAnalysisCompleted(event(), ctx.deps)).toEqual({ outcome: "skipped" });
     expect(ctx.recorded.uploads).toHaveLength(3);
+    expect(ctx.recorded.comments.size).toBe(1);
+  });
+
+  it("lets one delivery enrich at a time: a concurrent one is retried later and then finds the work done", async () => {
+    const ctx = coreDeps({ iocs });
+    await submittedJob(ctx);
+    const upload = ctx.deps.threatIntel.uploadStixObjects;
+    let release!: () => void;
+    const slow = new Promise<void>((resolve) => (release = resolve));
+    ctx.deps.threatIntel.uploadStixObjects = async (...args) => {
+      await slow; // Sentinel TI answers slowly; Event Grid times the delivery out and delivers again.
+      return upload(...args);
+    };
+    const first = handleAnalysisCompleted(event(), ctx.deps);
+    await new Promise((r) => setTimeout(r, 20));
+    await expect(handleAnalysisCompleted(event(), ctx.deps)).rejects.toBeInstanceOf(RetryLaterError);
+    release();
+    expect(await first).toMatchObject({ outcome: "enriched", indicators: 2 });
+    expect(await handleAnalysisCompleted(event(), ctx.deps)).toEqual({ outcome: "skipped" });
+    expect(ctx.recorded.uploads).toHaveLength(1);
+  });
+
+  it("does not upload the indicator set again when a crash came after the upload, and a stale claim is taken over", async () => {
+    const clock = { t: Date.parse("2026-12-04T08:00:00Z") };
+    const ctx = coreDeps({ iocs });
+    ctx.deps.now = () => new Date(clock.t);
+    await submittedJob(ctx);
+    const update = ctx.deps.jobs.update.bind(ctx.deps.jobs);
+    ctx.deps.jobs.update = async (incidentId, artifactId, patch, ifMatch) => {
+      if (patch.status === "enriched") throw new Error("host killed before the last write");
+      return update(incidentId, artifactId, patch, ifMatch);
+    };
+    await expect(handleAnalysisCompleted(event(), ctx.deps)).rejects.toThrow(/host killed/);
+    ctx.deps.jobs.update = update;
+    // The crashed delivery's claim holds for a minute, then the retry takes it over.
+    await expect(handleAnalysisCompleted(event(), ctx.deps)).rejects.toBeInstanceOf(RetryLaterError);
+    clock.t += 61_000;
+    expect(await handleAnalysisCompleted(event(), ctx.deps)).toMatchObject({ outcome: "enriched", indicators: 2 });
+    expect(ctx.recorded.uploads).toHaveLength(1);
     expect(ctx.recorded.comments.size).toBe(1);
   });
 

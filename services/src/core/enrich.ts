@@ -1,12 +1,19 @@
 import type { EventGridEvent } from "@azure/functions";
 import { analysisCompletedSchema } from "@connector/shared/messages";
-import { describeIssues, InvalidInputError } from "@connector/shared/errors";
+import { describeIssues, InvalidInputError, RetryLaterError } from "@connector/shared/errors";
+import { ConcurrentUpdateError } from "@connector/shared/job-store";
 import { buildIndicator, type IocType } from "@connector/shared/clients/stix";
 import { chunk } from "@connector/shared/clients/sentinel-ti";
 import type { CoreDeps, SandboxIoc } from "./ports.ts";
 import { resultComment } from "./comments.ts";
 import { commentIds } from "./intake.ts";
 import { failJob, now, postComment } from "./job-outcomes.ts";
+
+/**
+ * How long one delivery holds the enrichment: longer than a normal one takes (seconds) and than
+ * Event Grid's 30-second delivery timeout, short enough that a retry after a crash is not held up long.
+ */
+const enrichClaimMs = 60_000;
 
 const stixTypes: ReadonlySet<string> = new Set<IocType>(["sha256", "sha1", "md5", "url", "domain", "ip"]);
 
@@ -38,6 +45,19 @@ export async function handleAnalysisCompleted(event: Pick<EventGridEvent, "data"
     return { outcome: "skipped" };
   }
 
+  // One enrichment at a time per job: Event Grid may deliver the event again while the first
+  // delivery is still writing (a slow Sentinel answer outlasts its delivery timeout).
+  const at = now(deps);
+  if (job.enrichingUntil && Date.parse(job.enrichingUntil) > at.getTime()) {
+    throw new RetryLaterError(`Another delivery is enriching the incident for ${job.artifactId} until ${job.enrichingUntil}`);
+  }
+  try {
+    await deps.jobs.update(job.incidentId, job.artifactId, { enrichingUntil: new Date(at.getTime() + enrichClaimMs).toISOString() }, job.etag);
+  } catch (err) {
+    if (err instanceof ConcurrentUpdateError) throw new RetryLaterError(`Another delivery took up the enrichment of ${job.artifactId}`);
+    throw err;
+  }
+
   if (data.outcome !== "done") {
     const reason = data.outcome === "failed" ? "The sandbox reported the task as failed." : "The sandbox task did not finish before the connector's deadline.";
     await failJob(deps, { ...job, taskUrl: job.taskUrl ?? deps.sandbox.taskUrl(data.taskId) }, reason);
@@ -67,9 +87,9 @@ export async function handleAnalysisCompleted(event: Pick<EventGridEvent, "data"
   const labels = [verdictLabel(verdict.threatLevelText), ...report.tags];
   await deps.incidents.addLabels(job.incident, labels);
 
-  let uploaded = 0;
+  let uploaded = job.indicatorsUploaded ?? 0;
   let rejected = 0;
-  if (verdict.threatLevel > 0) {
+  if (verdict.threatLevel > 0 && job.indicatorsUploaded === undefined) {
     const indicators = toIndicators(iocs, report.taskUrl, report.tags, now(deps), deps.settings.tiValidDays);
     for (const batch of chunk(indicators)) {
       const result = await deps.threatIntel.uploadStixObjects(job.incident.workspaceId, batch);
@@ -77,6 +97,7 @@ export async function handleAnalysisCompleted(event: Pick<EventGridEvent, "data"
       rejected += result.errors.length;
     }
     if (rejected > 0) log.warn("threat intelligence upload rejected some indicators", { rejected, accepted: uploaded });
+    await deps.jobs.update(job.incidentId, job.artifactId, { indicatorsUploaded: uploaded });
   }
 
   await deps.jobs.update(job.incidentId, job.artifactId, { status: "enriched", verdict });
