@@ -265,6 +265,38 @@ describe("giving the device back", () => {
 });
 
 describe("crash-safe start", () => {
+  it("gives the device back when the job moved on before a crashed start could record its action", async () => {
+    let crashes = 1;
+    const crashing = new Proxy(jobStore, {
+      get(target, prop, receiver) {
+        if (prop === "update") {
+          return async (...args: Parameters<JobStore["update"]>) => {
+            if (args[2].machineActionId && crashes-- > 0) throw new Error("process killed after runliveresponse");
+            return target.update(...args);
+          };
+        }
+        const value = Reflect.get(target, prop, receiver) as unknown;
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const h = await harness(fast, { jobs: crashing });
+    const device = windowsDevice(fast);
+    const x = await fileJob(fast, device);
+    await expect(handleCollectFile(x.command, h.deps)).rejects.toThrow("process killed");
+    expect((await h.limits.deviceLease(device))?.holder).toBe(leaseHolderOf({ incidentId: x.incident.incidentId, artifactId: x.artifact.artifactId }));
+    // The script uploaded anyway and the sample went all the way before the command came back.
+    await fast.settled(actionsOn(fast, device)[0]!.id);
+    await jobStore.update(x.incident.incidentId, x.artifact.artifactId, { status: "enriched" });
+
+    expect(await handleCollectFile(x.command, h.deps)).toBe("skipped");
+    expect(await h.limits.deviceLease(device)).toBeUndefined();
+    expect((await h.limits.usage()).sessions).toEqual([]);
+    // The next file on that device starts at once.
+    const next = await fileJob(fast, device, "second.exe");
+    expect(await handleCollectFile(next.command, h.deps)).toBe("started");
+    expect(actionsOn(fast, device)).toHaveLength(2);
+  });
+
   it("adopts the action a crashed delivery started instead of opening a second one", async () => {
     let crashes = 1;
     const crashing = new Proxy(jobStore, {

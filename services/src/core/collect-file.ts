@@ -51,6 +51,9 @@ export async function handleCollectFile(body: unknown, deps: CollectDeps): Promi
   if (!job) throw new InvalidInputError(`No job recorded for ${incident.incidentId}/${artifact.artifactId}`, "UnknownJob");
   if (job.status === "collecting") return resume(deps, job, command, artifact, log);
   if (job.status !== "queued") {
+    // A crash right after MDE accepted the action, before its id was recorded: the script still
+    // uploaded and the job moved on, but no watch of that action exists to give the leases back.
+    if (!job.machineActionId) await releaseLeases(deps, job);
     log.info("file already handled; nothing to do", { status: job.status });
     return "skipped";
   }
