@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
 import { createSandboxPort, historyDate } from "@connector/services/adapters/sandbox";
+import { HistoryInconclusiveError } from "@connector/services/core/ports";
 import { startAnyRunDouble, type AnyRunDouble, type AnyRunDoubleOptions } from "@connector/local/doubles/anyrun";
 
 // Reconciling an uncertain submission with the account's history must not depend on the history's
@@ -48,6 +49,32 @@ describe.each([
     // Only the hour-old task exists for this window: it is not adopted.
     expect(await port.findTask({ url: "https://phish.example/login", since: new Date(since.getTime() + 10 * 60_000) })).toBeUndefined();
   });
+});
+
+describe.each(["newest-first", "oldest-first"] as const)("findTask behind a long history (%s)", (historyOrder) => {
+  it("reads past 300 tasks on both sides of the submission and still finds it", async () => {
+    const { port, advance, at } = await setup({ historyOrder });
+    for (let i = 0; i < 310; i++) await port.submitUrl(`https://older.example/${i}`, {});
+    advance(60 * 60_000);
+    const since = at();
+    advance(1_000);
+    const fresh = await port.submitUrl("https://phish.example/long", {});
+    for (let i = 0; i < 310; i++) await port.submitUrl(`https://later.example/${i}`, {});
+    if (fresh.kind !== "task") throw new Error("expected a task");
+    expect(await port.findTask({ url: "https://phish.example/long", since })).toBe(fresh.taskId);
+    expect(await port.findTask({ url: "https://never.example/", since })).toBeUndefined();
+  }, 60_000);
+});
+
+describe("findTask when the window cannot be read to its end", () => {
+  it("says so instead of answering 'not there'", async () => {
+    const { port, advance, at } = await setup({ historyOrder: "oldest-first" });
+    const since = at();
+    advance(1_000);
+    // Oldest first, the newest tasks are at the end, beyond the 5,000 the search reads.
+    for (let i = 0; i < 5_001; i++) await port.submitUrl(`https://busy-account.example/${i}`, {});
+    await expect(port.findTask({ url: "https://lost.example/", since })).rejects.toBeInstanceOf(HistoryInconclusiveError);
+  }, 120_000);
 });
 
 describe("historyDate", () => {

@@ -3,6 +3,7 @@ import { ApiError } from "@connector/shared/clients/http";
 import { InvalidInputError } from "@connector/shared/errors";
 import { handleSubmitUrl } from "@connector/services/core/submit-url";
 import { commentIds } from "@connector/services/core/intake";
+import { HistoryInconclusiveError } from "@connector/services/core/ports";
 import { coreDeps, incident } from "./support/core-deps.ts";
 
 const artifact = { kind: "url" as const, artifactId: "url-0123456789abcdef01234567", url: "https://example.com/x" };
@@ -59,6 +60,20 @@ describe("URL submission", () => {
     });
     expect(await handleSubmitUrl(command, ctx.deps)).toBe("submitted");
     expect(calls).toBe(1);
+  });
+
+  it("reports an uncertain submission it cannot check in the history instead of paying again", async () => {
+    let calls = 0;
+    const ctx = await withJob("submission_uncertain", {
+      submit: async () => ({ kind: "task" as const, taskId: `t${++calls}` }),
+    });
+    ctx.deps.sandbox.findTask = async () => {
+      throw new HistoryInconclusiveError(5000);
+    };
+    expect(await handleSubmitUrl(command, ctx.deps)).toBe("failed");
+    expect(calls).toBe(0);
+    const comment = ctx.recorded.comments.get(commentIds.failure(incident.incidentId, artifact.artifactId));
+    expect(comment).toContain("could not be searched back to the submission (read 5000 tasks), so it was not submitted again");
   });
 
   it("waits while another delivery may still be submitting (within the grace period)", async () => {

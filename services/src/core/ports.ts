@@ -37,6 +37,7 @@ export interface SandboxPort {
   getIocs(taskId: string): Promise<SandboxIoc[]>;
   taskUrl(taskId: string): string;
   /** The newest task in the account's history submitted since `since` for this URL or SHA-256. */
+  /** The newest matching task submitted after `since`; throws HistoryInconclusiveError when the history could not be searched that far. */
   findTask(criteria: { url?: string; sha256?: string; since: Date }): Promise<string | undefined>;
 }
 
@@ -91,4 +92,12 @@ export interface CoreDeps {
   settings: Settings;
   logger: Logger;
   now?: () => Date;
+}
+
+/** The sandbox history was too long to search the whole submission window. */
+export class HistoryInconclusiveError extends Error {
+  override name = "HistoryInconclusiveError";
+  constructor(readTasks: number) {
+    super(`the account's analysis history could not be searched back to the submission (read ${readTasks} tasks)`);
+  }
 }

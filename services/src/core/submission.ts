@@ -2,6 +2,7 @@ import type { JobRecord } from "@connector/shared/job-store";
 import { ApiError } from "@connector/shared/clients/http";
 import type { CoreDeps, SubmitResult } from "./ports.ts";
 import { addSeconds, now } from "./job-outcomes.ts";
+import { HistoryInconclusiveError } from "./ports.ts";
 
 /**
  * Paid-submission safety. A sandbox submission whose outcome is unknown (a crash mid-POST, a
@@ -14,7 +15,9 @@ export type SubmissionDecision =
   | { action: "submit" }
   | { action: "adopt"; taskId: string }
   /** Another delivery may still be in the middle of this submission: come back later. */
-  | { action: "wait" };
+  | { action: "wait" }
+  /** Whether the submission happened cannot be told: report it rather than pay twice. */
+  | { action: "giveUp"; reason: string };
 
 export async function decideSubmission(deps: CoreDeps, job: JobRecord, match: { url?: string; sha256?: string }): Promise<SubmissionDecision> {
   if (job.status !== "submitting" && job.status !== "submission_uncertain") return { action: "submit" };
@@ -22,7 +25,16 @@ export async function decideSubmission(deps: CoreDeps, job: JobRecord, match: { 
   if (job.status === "submitting" && now(deps).getTime() - since.getTime() < deps.settings.submissionGraceSeconds * 1000) {
     return { action: "wait" };
   }
-  const taskId = await deps.sandbox.findTask({ ...match, since });
+  let taskId: string | undefined;
+  try {
+    taskId = await deps.sandbox.findTask({ ...match, since });
+  } catch (err) {
+    if (!(err instanceof HistoryInconclusiveError)) throw err;
+    return {
+      action: "giveUp",
+      reason: `The sandbox submission's outcome is unknown and ${err.message}, so it was not submitted again (to avoid a second paid analysis). Look the task up in ANY.RUN, or re-run the analysis by hand.`,
+    };
+  }
   deps.logger.info("reconciled an uncertain submission with the sandbox history", {
     incidentId: job.incidentId,
     artifactId: job.artifactId,

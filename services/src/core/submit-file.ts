@@ -49,6 +49,11 @@ export async function handleBlobCreated(event: Pick<EventGridEvent, "eventType" 
   if (job.status === "submitting" || job.status === "submission_uncertain") {
     const decision = await decideSubmission(deps, job, { sha256: job.sampleSha256 });
     if (decision.action === "wait") throw new RetryLaterError("a submission of this sample may still be in flight");
+    if (decision.action === "giveUp") {
+      await failJob(deps, job, decision.reason);
+      await deps.staging.delete(blob.blobName);
+      return "failed";
+    }
     if (decision.action === "adopt") {
       await recordSubmitted(deps, job, { kind: "adopted", taskId: decision.taskId });
       await deps.staging.delete(blob.blobName);

@@ -26,6 +26,10 @@ export async function handleSubmitUrl(body: unknown, deps: CoreDeps): Promise<Su
   if (decision.action === "wait") {
     return retryCommand(deps, job, command, new ApiError("anyrun", "submitUrl", 0, "submission in flight elsewhere"), { keepStatus: true });
   }
+  if (decision.action === "giveUp") {
+    await failJob(deps, job, decision.reason);
+    return "failed";
+  }
   if (decision.action === "adopt") {
     const taskId = await recordSubmitted(deps, job, { kind: "adopted", taskId: decision.taskId });
     log.info("adopted the task an earlier attempt created", { taskId });
