@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { z } from "zod";
 import type { IncidentRef } from "./messages.ts";
 import { describeIssues, InvalidInputError } from "./errors.ts";
@@ -17,6 +18,7 @@ export const sentinelEntitySchema = z.looseObject({
 export type SentinelEntity = z.infer<typeof sentinelEntitySchema>;
 
 export const incidentTriggerSchema = z.looseObject({
+  eventUniqueId: z.string().optional(),
   objectEventType: z.string().optional(),
   workspaceId: z.string().min(1),
   workspaceInfo: z.looseObject({
@@ -42,6 +44,8 @@ export interface ParsedTrigger {
   entities: SentinelEntity[];
   skippedEntities: number;
   eventType: string;
+  /** Names this trigger event: the same for every delivery of it, different for the next event. */
+  eventKey: string;
 }
 
 export { InvalidInputError };
@@ -73,6 +77,7 @@ export function parseIncidentTrigger(body: unknown): ParsedTrigger {
     entities,
     skippedEntities,
     eventType: trigger.objectEventType ?? "Create",
+    eventKey: trigger.eventUniqueId || createHash("sha256").update(JSON.stringify(body)).digest("hex").slice(0, 32),
   };
 }
 

@@ -42,6 +42,8 @@ export interface JobRecord {
   reportedSha256?: string;
   /** When the paid submission call started: history lookups of an uncertain submission start here. */
   submittingAt?: string;
+  /** The incident trigger event that recorded the job (its "analysis started" comment names it). */
+  createdBy?: string;
   /** An enrichment of this job runs until then: a concurrent delivery of its event waits. */
   enrichingUntil?: string;
   /** Indicators accepted by Sentinel TI for this job: a redelivery does not upload the set again. */
@@ -102,6 +104,7 @@ function fromEntity(entity: TableEntityResult<Record<string, unknown>>): JobReco
     ...(opt("reportedSha256") ? { reportedSha256: opt("reportedSha256") } : {}),
     ...(opt("submittingAt") ? { submittingAt: opt("submittingAt") } : {}),
     ...(opt("enrichingUntil") ? { enrichingUntil: opt("enrichingUntil") } : {}),
+    ...(opt("createdBy") ? { createdBy: opt("createdBy") } : {}),
     ...(typeof entity["indicatorsUploaded"] === "number" ? { indicatorsUploaded: entity["indicatorsUploaded"] } : {}),
     ...(opt("queueTaskId") ? { queueTaskId: opt("queueTaskId") } : {}),
     ...(opt("failure") ? { failure: opt("failure") } : {}),

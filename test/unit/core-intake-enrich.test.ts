@@ -36,9 +36,17 @@ describe("intake", () => {
     const again = await handleIncidentTrigger(withEntities([...urls, file, hash]), { ...intakeDeps(ctx), policy });
     expect([...again.published, ...again.alreadyKnown].sort()).toEqual([...result.published].sort());
     // An update with new entities does not get a fresh budget.
-    const update = await handleIncidentTrigger({ ...withEntities([{ kind: "Url", properties: { url: "https://new.example/" } }]), objectEventType: "Update" }, { ...intakeDeps(ctx), policy });
+    const update = await handleIncidentTrigger(
+      { ...withEntities([{ kind: "Url", properties: { url: "https://new.example/" } }]), eventUniqueId: "update-event-1", objectEventType: "Update" },
+      { ...intakeDeps(ctx), policy },
+    );
     expect(update.published).toEqual([]);
     expect(await ctx.deps.jobs.listByIncident(trigger.object.name)).toHaveLength(3);
+    // The update says what it left out in a comment of its own; the first comment still names the three.
+    expect(ctx.recorded.comments.get(commentIds.started(trigger.object.name))).toBe(started);
+    const updateComment = ctx.recorded.comments.get(commentIds.startedUpdate(trigger.object.name, "update-event-1"))!;
+    expect(updateComment).toContain("for 0 more artifact(s) (the incident was updated)");
+    expect(updateComment).toContain("https://new.example/");
   });
 
   it("does not let two triggers of the same incident taken in at once both spend its budget", async () => {
@@ -58,6 +66,28 @@ describe("intake", () => {
     expect(await ctx.deps.jobs.listByIncident(trigger.object.name)).toHaveLength(3);
   });
 
+  it("gives an update with new entities its own started comment, and leaves the first one as it was", async () => {
+    const ctx = coreDeps();
+    const withUrls = (urls: string[], eventUniqueId: string, objectEventType: string) => ({
+      ...trigger,
+      eventUniqueId,
+      objectEventType,
+      object: { ...trigger.object, properties: { ...trigger.object.properties, relatedEntities: urls.map((url) => ({ kind: "Url", properties: { url } })) } },
+    });
+    await Promise.all([
+      handleIncidentTrigger(withUrls(["https://a.example/", "https://b.example/"], "create-event", "Create"), intakeDeps(ctx)),
+      handleIncidentTrigger(withUrls(["https://b.example/", "https://c.example/"], "update-event", "Update"), intakeDeps(ctx)),
+    ]);
+    const first = ctx.recorded.comments.get(commentIds.started(trigger.object.name))!;
+    const update = ctx.recorded.comments.get(commentIds.startedUpdate(trigger.object.name, "update-event"))!;
+    // Every artifact is named once, in the comment of the event that recorded it.
+    const named = ["a", "b", "c"].map((x) => [first.includes(`https://${x}.example/`), update.includes(`https://${x}.example/`)]);
+    for (const [inFirst, inUpdate] of named) expect(inFirst !== inUpdate).toBe(true);
+    expect(first).toContain("https://a.example/");
+    expect(update).toContain("https://c.example/");
+    expect(ctx.recorded.commands).toHaveLength(3);
+  });
+
   it("records one job per artifact, publishes one command and posts the started comment", async () => {
     const ctx = coreDeps();
     const result = await handleIncidentTrigger(trigger, intakeDeps(ctx));
@@ -73,7 +103,7 @@ describe("intake", () => {
     await handleIncidentTrigger(trigger, intakeDeps(ctx));
     const [job] = await ctx.deps.jobs.listByIncident("33333333-3333-3333-3333-333333333333");
     await ctx.deps.jobs.update(job!.incidentId, job!.artifactId, { status: "collecting" });
-    const again = await handleIncidentTrigger({ ...trigger, objectEventType: "Update" }, intakeDeps(ctx));
+    const again = await handleIncidentTrigger({ ...trigger, eventUniqueId: "a-later-update-event", objectEventType: "Update" }, intakeDeps(ctx));
     expect(again.alreadyKnown).toEqual([job!.artifactId]);
     expect(ctx.recorded.commands).toHaveLength(1);
     expect(ctx.recorded.comments.size).toBe(1);

@@ -40,10 +40,15 @@ export function startedComment(
   artifacts: readonly Artifact[],
   ignored: readonly { kind: string; reason: string }[],
   limit?: { max: number; artifacts: readonly Artifact[] },
+  options: { update?: boolean } = {},
 ): string {
   const analysed = artifacts.filter((a) => a.kind !== "hash");
   const hashOnly = artifacts.filter((a): a is HashOnlyArtifact => a.kind === "hash");
-  const parts = [`<p><b>ANY.RUN Sandbox: analysis started</b> for ${analysed.length} artifact(s).</p>`];
+  const parts = [
+    options.update
+      ? `<p><b>ANY.RUN Sandbox: analysis started</b> for ${analysed.length} more artifact(s) (the incident was updated).</p>`
+      : `<p><b>ANY.RUN Sandbox: analysis started</b> for ${analysed.length} artifact(s).</p>`,
+  ];
   if (analysed.length) parts.push(`<ul>${analysed.map((a) => `<li>${describeArtifact(a)}</li>`).join("")}</ul>`);
   if (hashOnly.length) {
     parts.push(

@@ -29,6 +29,7 @@ export interface IntakeResult {
 /** Deterministic comment ids: a redelivered message updates the same comment. */
 export const commentIds = {
   started: (incidentId: string) => uuidV5(`${incidentId}:started`),
+  startedUpdate: (incidentId: string, eventKey: string) => uuidV5(`${incidentId}:started:${eventKey}`),
   result: (incidentId: string, artifactId: string) => uuidV5(`${incidentId}:${artifactId}:result`),
   failure: (incidentId: string, artifactId: string) => uuidV5(`${incidentId}:${artifactId}:failure`),
 };
@@ -66,30 +67,41 @@ export async function handleIncidentTrigger(body: unknown, deps: IntakeDeps): Pr
   const result: IntakeResult = { incidentId: incident.incidentId, published: [], notCollectable: [], alreadyKnown: [], entitiesFrom };
   for (const artifact of extraction.artifacts) {
     const status = artifact.kind === "hash" ? "not_collectable" : "queued";
-    const created = await deps.jobs.create({ incidentId: incident.incidentId, artifactId: artifact.artifactId, status, incident, artifact });
+    const created = await deps.jobs.create({ incidentId: incident.incidentId, artifactId: artifact.artifactId, status, incident, artifact, createdBy: trigger.eventKey });
     if (artifact.kind === "hash") {
       result.notCollectable.push(artifact.artifactId);
       continue;
     }
     const job = created ? undefined : await deps.jobs.get(incident.incidentId, artifact.artifactId);
-    if (job && job.status !== "queued") {
+    // Another event's job is that event's to publish (its own redelivery does, after a crash).
+    if (job && (job.status !== "queued" || (job.createdBy !== undefined && job.createdBy !== trigger.eventKey))) {
       result.alreadyKnown.push(artifact.artifactId);
       continue;
     }
-    // New, or recorded by an earlier delivery that may have stopped before publishing.
+    // New, or recorded by an earlier delivery of this event that may have stopped before publishing.
     await deps.bus.sendArtifactCommand({ incident, artifact, attempt: 0 });
     result.published.push(artifact.artifactId);
   }
 
   const commenter = { incidents: deps.sentinel, logger: log };
-  // Posted on every delivery, not only when this one created jobs: a first delivery that recorded the
-  // jobs and then failed (Sentinel fault, crash) must not leave the incident without it. The fixed
+  // One "analysis started" comment per trigger event, naming the artifacts this event recorded:
+  // a later event (an update with new entities) adds its own comment and never rewrites an
+  // earlier one. Posted on every delivery, not only when this one created jobs: a first delivery
+  // that recorded the jobs and then failed must not leave the incident without it; the fixed
   // comment id makes the repeat an update of the same comment.
-  if (extraction.artifacts.length === 0) {
+  const jobs = await deps.jobs.listByIncident(incident.incidentId);
+  const order = new Map(extraction.artifacts.map((a, i) => [a.artifactId, i]));
+  const mine = jobs
+    .filter((j) => j.createdBy === trigger.eventKey && order.has(j.artifactId))
+    .sort((a, b) => order.get(a.artifactId)! - order.get(b.artifactId)!)
+    .map((j) => j.artifact);
+  const isCreate = trigger.eventType === "Create";
+  const commentId = isCreate ? commentIds.started(incident.incidentId) : commentIds.startedUpdate(incident.incidentId, trigger.eventKey);
+  if (jobs.length === 0) {
     await postComment(commenter, incident, commentIds.started(incident.incidentId), noArtifactsComment(extraction.ignored));
-  } else {
+  } else if (mine.length > 0 || overLimit.length > 0) {
     const limit = overLimit.length ? { max: deps.policy.maxArtifactsPerIncident, artifacts: overLimit } : undefined;
-    await postComment(commenter, incident, commentIds.started(incident.incidentId), startedComment(extraction.artifacts, extraction.ignored, limit));
+    await postComment(commenter, incident, commentId, startedComment(mine, extraction.ignored, limit, { update: !isCreate }));
   }
   log.info("incident taken in", {
     event: trigger.eventType,
