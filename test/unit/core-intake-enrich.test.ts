@@ -239,8 +239,13 @@ describe("enrichment", () => {
     ctx.deps.now = () => new Date(clock.t);
     await submittedJob(ctx);
     const update = ctx.deps.jobs.update.bind(ctx.deps.jobs);
+    let killed = false;
     ctx.deps.jobs.update = async (incidentId, artifactId, patch, ifMatch) => {
-      if (patch.status === "enriched") throw new Error("host killed before the last write");
+      // From the last write on the process is gone: nothing it would still write lands.
+      if (patch.status === "enriched" || killed) {
+        killed = true;
+        throw new Error("host killed before the last write");
+      }
       return update(incidentId, artifactId, patch, ifMatch);
     };
     await expect(handleAnalysisCompleted(event(), ctx.deps)).rejects.toThrow(/host killed/);
@@ -251,6 +256,18 @@ describe("enrichment", () => {
     expect(await handleAnalysisCompleted(event(), ctx.deps)).toMatchObject({ outcome: "enriched", indicators: 2 });
     expect(ctx.recorded.uploads).toHaveLength(1);
     expect(ctx.recorded.comments.size).toBe(1);
+  });
+
+  it("gives the claim back when an attempt fails, so its retry need not wait", async () => {
+    const ctx = coreDeps({ iocs });
+    await submittedJob(ctx);
+    const putComment = ctx.deps.incidents.putComment;
+    ctx.deps.incidents.putComment = async () => {
+      throw new ApiError("sentinel", "putComment", 503, "unavailable");
+    };
+    await expect(handleAnalysisCompleted(event(), ctx.deps)).rejects.toThrow(/unavailable/);
+    ctx.deps.incidents.putComment = putComment;
+    expect(await handleAnalysisCompleted(event(), ctx.deps)).toMatchObject({ outcome: "enriched" });
   });
 
   it("still labels the incident and uploads indicators when the incident holds 100 comments, and retries other failures", async () => {

@@ -1,7 +1,8 @@
 import type { EventGridEvent } from "@azure/functions";
-import { analysisCompletedSchema } from "@connector/shared/messages";
+import { analysisCompletedSchema, type AnalysisCompleted } from "@connector/shared/messages";
+import type { Logger } from "@connector/shared/logger";
 import { describeIssues, InvalidInputError, RetryLaterError } from "@connector/shared/errors";
-import { ConcurrentUpdateError } from "@connector/shared/job-store";
+import { ConcurrentUpdateError, type JobRecord } from "@connector/shared/job-store";
 import { buildIndicator, type IocType } from "@connector/shared/clients/stix";
 import { chunk } from "@connector/shared/clients/sentinel-ti";
 import type { CoreDeps, SandboxIoc } from "./ports.ts";
@@ -58,6 +59,16 @@ export async function handleAnalysisCompleted(event: Pick<EventGridEvent, "data"
     throw err;
   }
 
+  try {
+    return await enrichClaimed(deps, data, job, log);
+  } catch (err) {
+    // A failed attempt gives the claim back at once, so its retry (or a replay) need not wait it out.
+    await deps.jobs.update(job.incidentId, job.artifactId, { enrichingUntil: new Date(0).toISOString() }).catch(() => undefined);
+    throw err;
+  }
+}
+
+async function enrichClaimed(deps: CoreDeps, data: AnalysisCompleted, job: JobRecord, log: Logger): Promise<EnrichResult> {
   if (data.outcome !== "done") {
     const reason = data.outcome === "failed" ? "The sandbox reported the task as failed." : "The sandbox task did not finish before the connector's deadline.";
     await failJob(deps, { ...job, taskUrl: job.taskUrl ?? deps.sandbox.taskUrl(data.taskId) }, reason);
