@@ -297,6 +297,29 @@ describe("crash-safe start", () => {
     expect(actionsOn(fast, device)).toHaveLength(2);
   });
 
+  it("watches the recorded action again when a crash lost its first poll and the job moved on, so the device is given back", async () => {
+    const h = await harness(fast);
+    const schedule = h.bus.scheduleLiveResponseWatch.bind(h.bus);
+    h.bus.scheduleLiveResponseWatch = async () => {
+      throw new Error("process killed before the first poll was scheduled");
+    };
+    const device = windowsDevice(fast);
+    const x = await fileJob(fast, device);
+    await expect(handleCollectFile(x.command, h.deps)).rejects.toThrow("process killed");
+    h.bus.scheduleLiveResponseWatch = schedule;
+    const recorded = await job(x.incident.incidentId, x.artifact.artifactId);
+    expect(recorded.machineActionId).toBeDefined();
+    await fast.settled(recorded.machineActionId!);
+    await jobStore.update(x.incident.incidentId, x.artifact.artifactId, { status: "enriched" });
+
+    expect(await handleCollectFile(x.command, h.deps)).toBe("skipped");
+    expect((await h.limits.deviceLease(device))?.holder).toBeDefined();
+    expect(await handleLiveResponseWatch(h.bus.take("watch", x.incident.incidentId)!.body, h.deps)).toBe("skipped");
+    expect(await h.limits.deviceLease(device)).toBeUndefined();
+    expect((await h.limits.usage()).sessions).toEqual([]);
+    expect(actionsOn(fast, device)).toHaveLength(1);
+  });
+
   it("adopts the action a crashed delivery started instead of opening a second one", async () => {
     let crashes = 1;
     const crashing = new Proxy(jobStore, {

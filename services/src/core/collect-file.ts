@@ -51,9 +51,11 @@ export async function handleCollectFile(body: unknown, deps: CollectDeps): Promi
   if (!job) throw new InvalidInputError(`No job recorded for ${incident.incidentId}/${artifact.artifactId}`, "UnknownJob");
   if (job.status === "collecting") return resume(deps, job, command, artifact, log);
   if (job.status !== "queued") {
-    // A crash right after MDE accepted the action, before its id was recorded: the script still
-    // uploaded and the job moved on, but no watch of that action exists to give the leases back.
-    if (!job.machineActionId) await releaseLeases(deps, job);
+    // A crash right after MDE accepted the action can leave it without a watch, and so the device
+    // lease and session slot held, while the script still uploaded and the job moved on. Without a
+    // recorded action the leases go back now; with one, its watch gives them back when it ends.
+    if (job.machineActionId) await ensureWatch(deps, job, job.machineActionId);
+    else await releaseLeases(deps, job);
     log.info("file already handled; nothing to do", { status: job.status });
     return "skipped";
   }
@@ -63,19 +65,7 @@ export async function handleCollectFile(body: unknown, deps: CollectDeps): Promi
 /** A delivery for a job that already recorded its intent (a crash, a redelivery, an unknown outcome). */
 async function resume(deps: CollectDeps, job: JobRecord, command: ArtifactCommand, artifact: FileArtifact, log: Logger): Promise<CollectOutcome> {
   if (job.machineActionId) {
-    // A crash between recording the action and scheduling its first poll would leave the job with
-    // nobody watching it. The poll's message id is deterministic: if it went out, this one is dropped.
-    const recordedAt = new Date(job.updatedAt);
-    await deps.bus.scheduleLiveResponseWatch(
-      {
-        incident: job.incident,
-        artifactId: job.artifactId,
-        machineActionId: job.machineActionId,
-        attempt: 0,
-        deadline: addSeconds(recordedAt, deps.settings.liveResponseDeadlineMinutes * 60).toISOString(),
-      },
-      addSeconds(now(deps), deps.settings.liveResponsePollSeconds),
-    );
+    await ensureWatch(deps, job, job.machineActionId);
     log.info("collection already started; its watch is scheduled", { machineActionId: job.machineActionId });
     return "skipped";
   }
@@ -256,6 +246,24 @@ async function start(
   await scheduleFirstWatch(deps, job, action.id, addSeconds(started, deps.settings.liveResponseDeadlineMinutes * 60));
   log.info("Live Response collection started", { machineActionId: action.id, os, sandbox: sandboxEnvironment, resumed });
   return "started";
+}
+
+/**
+ * Schedules the first poll of a recorded action again: a crash between recording the action and
+ * scheduling its poll leaves nobody watching it. The poll's message id is deterministic, so if it
+ * went out (within the duplicate-detection window) this one is dropped.
+ */
+async function ensureWatch(deps: CollectDeps, job: JobRecord, machineActionId: string): Promise<void> {
+  await deps.bus.scheduleLiveResponseWatch(
+    {
+      incident: job.incident,
+      artifactId: job.artifactId,
+      machineActionId,
+      attempt: 0,
+      deadline: addSeconds(new Date(job.updatedAt), deps.settings.liveResponseDeadlineMinutes * 60).toISOString(),
+    },
+    addSeconds(now(deps), deps.settings.liveResponsePollSeconds),
+  );
 }
 
 async function scheduleFirstWatch(deps: CollectDeps, job: JobRecord, machineActionId: string, deadline: Date): Promise<void> {
