@@ -192,6 +192,23 @@ async function harness(mde: MdeDouble, options: { limits?: Partial<LiveResponseL
 const job = async (incidentId: string, artifactId: string): Promise<JobRecord> => (await jobStore.get(incidentId, artifactId))!;
 const actionsOn = (mde: MdeDouble, deviceId: string): MachineAction[] => mde.actions().filter((a) => a.machineId === deviceId);
 
+/** The job store of a process killed once, as it records the action MDE has just accepted. */
+function killedWhenRecordingTheAction(): JobStore {
+  let crashes = 1;
+  return new Proxy(jobStore, {
+    get(target, prop, receiver) {
+      if (prop === "update") {
+        return async (...args: Parameters<JobStore["update"]>) => {
+          if (args[2].machineActionId && crashes-- > 0) throw new Error("process killed after runliveresponse");
+          return target.update(...args);
+        };
+      }
+      const value = Reflect.get(target, prop, receiver) as unknown;
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
 // ------------------------------------------------------------------------------------------------
 
 describe("one Live Response session per device", () => {
@@ -266,20 +283,7 @@ describe("giving the device back", () => {
 
 describe("crash-safe start", () => {
   it("gives the device back when the job moved on before a crashed start could record its action", async () => {
-    let crashes = 1;
-    const crashing = new Proxy(jobStore, {
-      get(target, prop, receiver) {
-        if (prop === "update") {
-          return async (...args: Parameters<JobStore["update"]>) => {
-            if (args[2].machineActionId && crashes-- > 0) throw new Error("process killed after runliveresponse");
-            return target.update(...args);
-          };
-        }
-        const value = Reflect.get(target, prop, receiver) as unknown;
-        return typeof value === "function" ? value.bind(target) : value;
-      },
-    });
-    const h = await harness(fast, { jobs: crashing });
+    const h = await harness(fast, { jobs: killedWhenRecordingTheAction() });
     const device = windowsDevice(fast);
     const x = await fileJob(fast, device);
     await expect(handleCollectFile(x.command, h.deps)).rejects.toThrow("process killed");
@@ -321,20 +325,7 @@ describe("crash-safe start", () => {
   });
 
   it("adopts the action a crashed delivery started instead of opening a second one", async () => {
-    let crashes = 1;
-    const crashing = new Proxy(jobStore, {
-      get(target, prop, receiver) {
-        if (prop === "update") {
-          return async (...args: Parameters<JobStore["update"]>) => {
-            if (args[2].machineActionId && crashes-- > 0) throw new Error("process killed after runliveresponse");
-            return target.update(...args);
-          };
-        }
-        const value = Reflect.get(target, prop, receiver) as unknown;
-        return typeof value === "function" ? value.bind(target) : value;
-      },
-    });
-    const h = await harness(fast, { jobs: crashing });
+    const h = await harness(fast, { jobs: killedWhenRecordingTheAction() });
     const device = windowsDevice(fast);
     const x = await fileJob(fast, device);
 
