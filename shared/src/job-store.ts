@@ -170,13 +170,13 @@ export class JobStore {
   /**
    * Admits `candidates` (in priority order) to the incident's analysis budget of `max` artifacts and
    * returns every artifact id admitted so far. The budget is one etag-guarded row per incident, so
-   * two triggers of the same incident taken in at the same time cannot both spend it; `recorded`
-   * (artifacts that already have jobs) counts against it too.
+   * two triggers of the same incident taken in at the same time cannot both spend it. Every
+   * analysed job is admitted here before it is created, so the row alone says what is spent.
    */
-  async admit(incidentId: string, candidates: readonly string[], recorded: readonly string[], max: number): Promise<ReadonlySet<string>> {
+  async admit(incidentId: string, candidates: readonly string[], max: number): Promise<ReadonlySet<string>> {
     for (let attempt = 0; attempt < 20; attempt++) {
       const row = await this.readAdmission(incidentId);
-      const admitted = new Set([...(row?.ids ?? []), ...recorded]);
+      const admitted = new Set(row?.ids ?? []);
       for (const id of candidates) if (admitted.size < max) admitted.add(id);
       const ids = [...admitted];
       if (row && ids.length === row.ids.length) return admitted;

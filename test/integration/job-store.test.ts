@@ -26,17 +26,18 @@ describe("JobStore analysis budget", () => {
   it("hands out at most max artifacts to concurrent intakes of one incident, and keeps what it gave", async () => {
     const incidentId = randomUUID();
     const claims = await Promise.all(
-      Array.from({ length: 6 }, (_, i) => jobs.admit(incidentId, [`url-${i}a`, `url-${i}b`], [], 4)),
+      Array.from({ length: 6 }, (_, i) => jobs.admit(incidentId, [`url-${i}a`, `url-${i}b`], 4)),
     );
     const everAdmitted = new Set(claims.flatMap((c) => [...c]));
     expect(everAdmitted.size).toBe(4);
     // A later intake (an update, a redelivery) sees the same four and adds nothing.
-    const later = await jobs.admit(incidentId, ["url-new"], [], 4);
+    const later = await jobs.admit(incidentId, ["url-new"], 4);
     expect([...later].sort()).toEqual([...everAdmitted].sort());
   });
 
-  it("counts artifacts that already have jobs, and the budget row is not listed as a job", async () => {
+  it("counts what an earlier trigger admitted, and the budget row is not listed as a job", async () => {
     const incidentId = randomUUID();
+    await jobs.admit(incidentId, ["url-old"], 2);
     await jobs.create({
       incidentId,
       artifactId: "url-old",
@@ -44,7 +45,7 @@ describe("JobStore analysis budget", () => {
       incident: incident(incidentId),
       artifact: { kind: "url", artifactId: "url-old", url: "https://old.example/" },
     });
-    const admitted = await jobs.admit(incidentId, ["url-1", "url-2"], ["url-old"], 2);
+    const admitted = await jobs.admit(incidentId, ["url-1", "url-2"], 2);
     expect([...admitted].sort()).toEqual(["url-1", "url-old"]);
     expect((await jobs.listByIncident(incidentId)).map((j) => j.artifactId)).toEqual(["url-old"]);
   });

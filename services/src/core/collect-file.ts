@@ -145,8 +145,9 @@ async function start(
   }
 
   // A path the script must refuse is refused here, before it costs a session or a start call.
+  const os = collectOsFor(machine);
   try {
-    assertLocalPath(originalPath(artifact, collectOsFor(machine)), collectOsFor(machine));
+    assertLocalPath(originalPath(artifact, os), os);
   } catch (err) {
     if (!(err instanceof CollectArgsError)) throw err;
     if (resumed) await releaseLeases(deps, job);
@@ -166,7 +167,6 @@ async function start(
     return retryLater(deps, job, command, refusalError(lease), { keepStatus: true, releaseOnGiveUp: resumed });
   }
 
-  const os = collectOsFor(machine);
   const sandboxEnvironment = sandboxEnvironmentFor({
     osPlatform: machine.osPlatform ?? undefined,
     osArchitecture: machine.osArchitecture ?? undefined,
@@ -254,16 +254,7 @@ async function start(
  * went out (within the duplicate-detection window) this one is dropped.
  */
 async function ensureWatch(deps: CollectDeps, job: JobRecord, machineActionId: string): Promise<void> {
-  await deps.bus.scheduleLiveResponseWatch(
-    {
-      incident: job.incident,
-      artifactId: job.artifactId,
-      machineActionId,
-      attempt: 0,
-      deadline: addSeconds(new Date(job.updatedAt), deps.settings.liveResponseDeadlineMinutes * 60).toISOString(),
-    },
-    addSeconds(now(deps), deps.settings.liveResponsePollSeconds),
-  );
+  await scheduleFirstWatch(deps, job, machineActionId, addSeconds(new Date(job.updatedAt), deps.settings.liveResponseDeadlineMinutes * 60));
 }
 
 async function scheduleFirstWatch(deps: CollectDeps, job: JobRecord, machineActionId: string, deadline: Date): Promise<void> {

@@ -58,9 +58,8 @@ export async function handleIncidentTrigger(body: unknown, deps: IntakeDeps): Pr
     entitiesFrom = "api";
   }
   // At most MAX_ARTIFACTS_PER_INCIDENT analysed artifacts over all the incident's triggers (an update
-  // brings new entities); those that already have jobs keep their place.
-  const recorded = (await deps.jobs.listByIncident(incident.incidentId)).filter((j) => j.artifact.kind !== "hash").map((j) => j.artifactId);
-  const budget = await deps.jobs.admit(incident.incidentId, byPriority(extraction.artifacts).map((a) => a.artifactId), recorded, deps.policy.maxArtifactsPerIncident);
+  // brings new entities); those admitted by an earlier trigger keep their place.
+  const budget = await deps.jobs.admit(incident.incidentId, byPriority(extraction.artifacts).map((a) => a.artifactId), deps.policy.maxArtifactsPerIncident);
   const { admitted, overLimit } = splitByBudget(extraction.artifacts, budget);
   extraction = { ...extraction, artifacts: admitted };
 
@@ -74,7 +73,7 @@ export async function handleIncidentTrigger(body: unknown, deps: IntakeDeps): Pr
     }
     const job = created ? undefined : await deps.jobs.get(incident.incidentId, artifact.artifactId);
     // Another event's job is that event's to publish (its own redelivery does, after a crash).
-    if (job && (job.status !== "queued" || (job.createdBy !== undefined && job.createdBy !== trigger.eventKey))) {
+    if (job && (job.status !== "queued" || job.createdBy !== trigger.eventKey)) {
       result.alreadyKnown.push(artifact.artifactId);
       continue;
     }

@@ -36,7 +36,6 @@ export interface SandboxPort {
   getReport(taskId: string): Promise<SandboxReport>;
   getIocs(taskId: string): Promise<SandboxIoc[]>;
   taskUrl(taskId: string): string;
-  /** The newest task in the account's history submitted since `since` for this URL or SHA-256. */
   /** The newest matching task submitted after `since`; throws HistoryInconclusiveError when the history could not be searched that far. */
   findTask(criteria: { url?: string; sha256?: string; since: Date }): Promise<string | undefined>;
 }

@@ -1,8 +1,7 @@
 import type { JobRecord } from "@connector/shared/job-store";
 import { ApiError } from "@connector/shared/clients/http";
-import type { CoreDeps, SubmitResult } from "./ports.ts";
+import { HistoryInconclusiveError, type CoreDeps, type SubmitResult } from "./ports.ts";
 import { addSeconds, now } from "./job-outcomes.ts";
-import { HistoryInconclusiveError } from "./ports.ts";
 
 /**
  * Paid-submission safety. A sandbox submission whose outcome is unknown (a crash mid-POST, a

@@ -1,17 +1,14 @@
 import type { EventGridEvent } from "@azure/functions";
 import { ApiError } from "@connector/shared/clients/http";
-// Thrown to have Event Grid deliver the event again later (its retry schedule is the backoff).
 import { RetryLaterError } from "@connector/shared/errors";
 import { parseBlobSubject, parseStagingBlobName, verifyHashes } from "@connector/shared/staging";
 import { eventTypes } from "@connector/shared/topology";
 import type { JobRecord } from "@connector/shared/job-store";
 import type { CoreDeps } from "./ports.ts";
 import { failJob, now } from "./job-outcomes.ts";
-import { recordQueued } from "./submission.ts";
-import { decideSubmission, ensureFirstPoll, outcomeUnknown, recordSubmitted } from "./submission.ts";
+import { decideSubmission, ensureFirstPoll, outcomeUnknown, recordQueued, recordSubmitted } from "./submission.ts";
 
 export type SubmitFileOutcome = "submitted" | "adopted" | "ignored" | "skipped" | "failed";
-
 
 /**
  * File submission, on BlobCreated for the staging container: match the blob to its collection
