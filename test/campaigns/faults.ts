@@ -69,7 +69,7 @@ export async function runFaultsCampaign(options: FaultsOptions): Promise<FaultsR
     const unfinished = await waitUntilFinal(ctx, options.finalTimeoutMs ?? 240_000, 500, undefined, {
       afterMs: 90_000,
       report: (lines) => {
-        slowReport.push(...lines.map((l) => `  still open after 90 s: ${l}`));
+        slowReport.push(...lines.map((l) => `  (informational: slow to recover, still converging) still open after 90 s: ${l}`));
         for (const l of slowReport) log(l);
       },
     });

@@ -1,4 +1,5 @@
 import { terminalStatuses, type JobRecord } from "@connector/shared/job-store";
+import { redact } from "@connector/shared/logger";
 import type { LocalRuntime } from "./runtime.ts";
 import type { SampleIncident } from "./samples.ts";
 
@@ -108,8 +109,11 @@ function notAnalysed(comments: readonly string[]): string[] {
   return lines;
 }
 
-/** Incident strings printed to a terminal: control characters (line breaks, escape sequences) shown as \\uXXXX. */
-const printable = (text: string) => text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+/**
+ * Incident strings printed to a terminal: control characters (line breaks, escape sequences) shown
+ * as \\uXXXX, and secrets an incident may carry (a SAS in a URL) masked as in the logs.
+ */
+const printable = (text: string) => redact(text).replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 
 export function formatOutcome(outcome: IncidentOutcome): string {
   return formatOutcomeLines(outcome).map(printable).join("\n");
